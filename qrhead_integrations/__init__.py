@@ -1,0 +1,28 @@
+"""QRHead re-ranking: score passages with a language model's query-focused retrieval heads.
+
+    from qrhead_integrations import QRHeadScorer
+    scorer = QRHeadScorer.from_pretrained()          # the embedded default model
+    scorer.rank("who wrote Hamlet?", ["...", "..."])
+"""
+
+from ._version import __version__
+from .engine import (
+    DEFAULT_MODEL,
+    EncodedPassages,
+    HeadScores,
+    HeadSet,
+    HeadSetError,
+    HeadSetNotFoundError,
+    ModelLoadError,
+    Passage,
+    PromptTemplate,
+    QRHeadScorer,
+    RankedPassage,
+    clear_model_cache,
+)
+
+__all__ = [
+    "DEFAULT_MODEL", "EncodedPassages", "HeadScores", "HeadSet", "HeadSetError", "HeadSetNotFoundError",
+    "ModelLoadError", "Passage", "PromptTemplate", "QRHeadScorer", "RankedPassage", "__version__",
+    "clear_model_cache",
+]
