@@ -100,11 +100,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
                                    limit=args.limit, skip=args.skip, seed=args.seed)
     if not examples:
         raise SystemExit("qrhead: error: no usable detection examples (no gold passage among the candidates?)")
-    print(f"detecting on {desc}", file=sys.stderr)
+    from .engine import parallel
+
+    main = parallel.is_main_process()  # under torchrun / accelerate launch: rank 0 reports and writes
+    if main:
+        print(f"detecting on {desc}", file=sys.stderr)
     scorer = _scorer(args, heads="all")
     result = detect_heads(scorer, examples, top_k=args.top_k, calibrate=not args.no_calibrate,
                           shuffle=args.shuffle, seed=args.seed, data_description=desc, name=args.name,
                           return_details=True)
+    if not main:
+        return 0
     hs = result.head_set
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -125,3 +125,33 @@ def test_eager_base_implementation_is_wrapped_too():
     ref, _, _ = reference_scores(model, tok, PASSAGES, QUERY, [(1, 1), (3, 0)])
     np.testing.assert_allclose(scorer.score(QUERY, PASSAGES), ref, atol=1e-5)
     assert model.config._attn_implementation == "eager"
+
+
+def test_head_mask_equals_zeroing_the_heads_slice_before_o_proj():
+    """Masking through the wrapper == an independent module hook that zeroes the head's o_proj input."""
+    tok = load_tokenizer("llama3")
+    model = tiny_model("llama", tok)
+    ids = torch.tensor([list(build_prompt(tok, [as_passage(p) for p in PASSAGES], QUERY).input_ids)])
+    d = model.config.hidden_size // model.config.num_attention_heads
+    plan = CapturePlan(attention_module_ids(model), {}, mask={1: torch.tensor([2]), 3: torch.tensor([0, 3])})
+    with torch.no_grad(), capturing(model, plan):
+        masked = model(ids).logits
+    def zero(heads):
+        def hook(module, args):
+            x = args[0].clone()
+            for h in heads:
+                x[..., h * d:(h + 1) * d] = 0
+            return (x,)
+        return hook
+    hooks = [model.model.layers[1].self_attn.o_proj.register_forward_pre_hook(zero([2])),
+             model.model.layers[3].self_attn.o_proj.register_forward_pre_hook(zero([0, 3]))]
+    try:
+        with torch.no_grad():
+            expected = model(ids).logits
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        plain = model(ids).logits
+    torch.testing.assert_close(masked, expected, atol=1e-5, rtol=1e-4)
+    assert (masked - plain).abs().max() > 1e-3

@@ -72,6 +72,8 @@ class CapturePlan:
     rows: slice | None = None  # query rows (of this forward's tokens) to capture; None: capture nothing
     out: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [heads, keys] float32
     reached_stop: bool = False
+    reduce: str = "mean"  # "mean": attention averaged over rows; "argmax": most attended key per row
+    mask: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> heads whose output is zeroed
 
 
 _ACTIVE: contextvars.ContextVar[CapturePlan | None] = contextvars.ContextVar("qrhead_plan", default=None)
@@ -94,12 +96,17 @@ def _make_wrapper(base: str):
         selected = plan.layers.get(layer)
         if selected is not None and plan.rows is not None:
             plan.out[layer] = head_attention_rows(
-                module, query, key, attention_mask, plan.rows, selected, kwargs
+                module, query, key, attention_mask, plan.rows, selected, kwargs, plan.reduce
             )
         if plan.stop_layer is not None and layer >= plan.stop_layer:
             plan.reached_stop = True
             raise StopForward
-        return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+        output, weights = _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+        masked = plan.mask.get(layer)
+        if masked is not None:  # output is [batch, tokens, heads, head_dim]
+            output = output.clone()
+            output[:, :, masked.to(output.device)] = 0
+        return output, weights
 
     qrhead_attention.__name__ = f"qrhead_attention_{base}"
     return qrhead_attention
@@ -139,8 +146,11 @@ def head_attention_rows(
     rows: slice,
     selected: LayerHeads,
     kwargs: dict[str, Any],
+    reduce: str = "mean",
 ) -> torch.Tensor:
     """Post-softmax attention of the selected heads, averaged over ``rows``: ``[heads, keys]``.
+
+    With ``reduce="argmax"``: the index of the most attended key for each row, ``[heads, rows]``.
 
     ``query`` is ``[1, H, Q, D]`` (after RoPE), ``key`` is ``[1, KV, K, D]`` with the cached keys
     included; the last ``Q`` keys belong to this forward's tokens.
@@ -158,7 +168,10 @@ def head_attention_rows(
 
     keep, additive = _row_mask(module, attention_mask, rows, q_len, n_keys, n_rows, query.device)
 
-    out = torch.empty((len(selected.heads), n_keys), dtype=torch.float32, device=query.device)
+    if reduce == "argmax":
+        out = torch.empty((len(selected.heads), n_rows), dtype=torch.long, device=query.device)
+    else:
+        out = torch.empty((len(selected.heads), n_keys), dtype=torch.float32, device=query.device)
     for kv_head, out_pos, q_heads in selected.groups:
         qh = q.index_select(0, q_heads.to(q.device)).float()  # [n, R, D]
         k = key[0, kv_head].float()  # [K, D]
@@ -175,7 +188,7 @@ def head_attention_rows(
             probs = torch.softmax(torch.cat([logits, sink], dim=-1), dim=-1)[..., :-1]
         else:
             probs = torch.softmax(logits, dim=-1)
-        out[out_pos.to(out.device)] = probs.mean(dim=1)
+        out[out_pos.to(out.device)] = probs.argmax(dim=-1) if reduce == "argmax" else probs.mean(dim=1)
     return out
 
 
@@ -277,9 +290,32 @@ def run_until_stop(model: torch.nn.Module, plan: CapturePlan, **inputs: Any) -> 
     try:
         model(**inputs)
     except StopForward:
+        _offload_interrupted(model)
         return
     if plan.stop_layer is not None and not plan.reached_stop:
         raise RuntimeError(
             f"the forward never reached layer {plan.stop_layer}: the model's attention modules "
             "did not call the attention interface"
         )
+
+
+def _offload_interrupted(model: torch.nn.Module) -> None:
+    """Re-offload the weights of accelerate-offloaded modules whose forward was cut short.
+
+    With a device map that offloads layers (to ``"cpu"`` or ``"disk"``), accelerate loads a module's
+    weights onto its execution device before the module's forward and sends them back to the meta
+    device after it. :class:`StopForward` skips the "after" of the layer it interrupts; this finishes
+    it, so early exit does not leave an offloaded layer's weights resident on the device.
+    """
+    if getattr(model, "hf_device_map", None) is None:
+        return
+    for module in model.modules():
+        hook = getattr(module, "_hf_hook", None)
+        if hook is None:
+            continue
+        hooks = getattr(hook, "hooks", None) or (hook,)
+        if not any(getattr(h, "offload", False) for h in hooks):
+            continue
+        recurse = any(getattr(h, "place_submodules", False) for h in hooks)
+        if any(p.device.type != "meta" for p in module.parameters(recurse=recurse)):
+            hook.post_forward(module, None)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .heads import HeadSet
+from .heads import HeadSet, ModelShape
 from .prompt import TEMPLATE_VERSION
 from .scoring import QRHeadScorer
 
@@ -82,28 +82,36 @@ def detect_heads(
     """
     from tqdm.auto import tqdm
 
+    from . import parallel
+
     examples = list(examples)
     if not examples:
         raise ValueError("no detection examples")
     shape = scorer.shape
-    if not 1 <= top_k <= shape.num_layers * shape.num_heads:
-        raise ValueError(f"top_k must be between 1 and {shape.num_layers * shape.num_heads}")
     rng = random.Random(seed)
     all_heads = HeadSet.all_heads(shape)
-    per_example = np.zeros((len(examples), shape.num_layers, shape.num_heads))
-    for e, ex in enumerate(tqdm(examples, desc="detecting heads", disable=not show_progress)):
+    # Every example's permutation is drawn here, in example order, by every process: under
+    # torchrun / accelerate launch each process then scores its shard of the examples, and the
+    # gathered result is identical to a single process's.
+    orders = []
+    for ex in examples:
         order = list(range(len(ex.passages)))
         if shuffle:
             rng.shuffle(order)
+        orders.append(order)
+
+    def one(e: int, ex: DetectionExample) -> np.ndarray:
+        order = orders[e]
         passages = [ex.passages[i] for i in order]
         gold = [order.index(g) for g in sorted(ex.gold)]
         hs = scorer.head_scores(ex.query, passages, heads=all_heads, calibrate=calibrate)
-        mass = hs.per_head(calibrate)[:, gold].sum(axis=1)  # QRscore on the gold passages
-        per_example[e] = mass.reshape(shape.num_layers, shape.num_heads)
-    mean = per_example.mean(axis=0)
-    flat = mean.reshape(-1)
-    best = sorted(range(flat.size), key=lambda i: (-flat[i], i))[:top_k]
-    heads = tuple((i // shape.num_heads, i % shape.num_heads) for i in best)
+        return gold_mass(hs.per_head(calibrate), gold).reshape(shape.num_layers, shape.num_heads)
+
+    desc = "detecting heads" + (f" (rank 0 of {parallel.world_size()})" if parallel.is_distributed() else "")
+    bar = lambda idx: tqdm(idx, desc=desc, disable=not show_progress or not parallel.is_main_process())  # noqa: E731
+    per_example = np.zeros((len(examples), shape.num_layers, shape.num_heads))
+    for e, mass in enumerate(parallel.map_sharded(one, examples, progress=bar)):
+        per_example[e] = mass
     info = {
         "method": "qrscore-calibrated" if calibrate else "qrscore",
         "examples": len(examples),
@@ -115,18 +123,34 @@ def detect_heads(
         "config_fingerprint": config_fingerprint(scorer.model.config),
         "date": _dt.date.today().isoformat(),
     }
+    result = select_top_heads(per_example, top_k, name=name, model=scorer.model_name, shape=shape, info=info)
+    return result if return_details else result.head_set
+
+
+def gold_mass(per_head: np.ndarray, gold: Sequence[int]) -> np.ndarray:
+    """QRscore of every head on the gold passages: ``per_head`` is ``[heads, passages]``."""
+    return per_head[:, list(gold)].sum(axis=1)
+
+
+def select_top_heads(per_example: np.ndarray, top_k: int, *, name: str, model: str | None,
+                     shape: ModelShape, info: dict[str, Any]) -> DetectionResult:
+    """Rank heads by their mean over examples (``per_example`` is ``[examples, layers, heads]``)."""
+    if not 1 <= top_k <= shape.num_layers * shape.num_heads:
+        raise ValueError(f"top_k must be between 1 and {shape.num_layers * shape.num_heads}")
+    mean = per_example.mean(axis=0)
+    flat = mean.reshape(-1)
+    best = sorted(range(flat.size), key=lambda i: (-flat[i], i))[:top_k]
+    heads = tuple((i // shape.num_heads, i % shape.num_heads) for i in best)
     head_set = HeadSet(
         heads,
         name=name,
-        model=scorer.model_name,
+        model=model,
         shape=shape,
         scores=tuple(float(flat[i]) for i in best),
         head_scores=tuple(tuple(float(v) for v in row) for row in mean),
         info=info,
     )
-    if return_details:
-        return DetectionResult(head_set, mean, per_example)
-    return head_set
+    return DetectionResult(head_set, mean, per_example)
 
 
 def check_fingerprint(head_set: HeadSet, config: Any) -> None:

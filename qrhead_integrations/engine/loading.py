@@ -41,10 +41,13 @@ def cache_root() -> Path:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks CUDA, then Apple MPS, then CPU."""
+    """``None`` picks CUDA (under torchrun / accelerate launch: the process's own GPU,
+    ``cuda:<local rank>``), then Apple MPS, then CPU."""
     if device is None or device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            from .parallel import local_device
+
+            return torch.device(local_device() or "cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -52,6 +55,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"invalid device {device!r}") from exc
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's input ids must be on.
+
+    Usually the input embedding's device. With an accelerate device map that offloads the embedding
+    (to ``"cpu"`` or ``"disk"``), its weight sits on the meta device between forwards and the
+    device the forward runs on is the hook's execution device.
+    """
+    emb = model.get_input_embeddings()
+    hook = getattr(emb, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        dev = getattr(h, "execution_device", None)
+        if dev is not None and str(dev) != "meta":
+            return torch.device("cuda", dev) if isinstance(dev, int) else torch.device(dev)
+    weight = getattr(emb, "weight", None)
+    if weight is not None and weight.device.type != "meta":
+        return weight.device
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
 
 
 _DTYPES = {

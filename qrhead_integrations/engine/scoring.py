@@ -21,7 +21,7 @@ import torch
 from .capture import CapturePlan, LayerHeads, attention_module_ids, capturing, run_until_stop
 from .fusion import FUSIONS, fuse
 from .heads import HeadSet, HeadSpec, ModelShape, resolve_heads
-from .loading import load_model
+from .loading import input_device, load_model
 from .prompt import (
     DEFAULT_TEMPLATE,
     Passage,
@@ -192,6 +192,15 @@ class EncodedPassages:
         """Calibrated QRHead score of each passage, in input order."""
         return [float(s) for s in self.head_scores(query).scores(calibrate=self.scorer.calibrate)]
 
+    def score_batch(self, queries: Iterable[str], *, show_progress: bool | None = None) -> list[list[float]]:
+        """:meth:`score` for many queries over these passages; a progress bar when ``show_progress``
+        (default: the scorer's setting)."""
+        from tqdm.auto import tqdm
+
+        queries = list(queries)
+        show = self.scorer.show_progress if show_progress is None else show_progress
+        return [self.score(q) for q in tqdm(queries, desc="qrhead score", unit="query", disable=not show)]
+
     def rank(self, query: str, top_k: int | None = None,
              first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
         """Passages best first (ties keep input order); fused with the first stage if configured."""
@@ -258,7 +267,7 @@ class QRHeadScorer:
         self.rrf_k = rrf_k
         self.show_progress = show_progress
         self._module_ids = attention_module_ids(model)
-        self._input_device = model.get_input_embeddings().weight.device
+        self._input_device = input_device(model)
         text_config = model.config.get_text_config()
         self._num_kv_heads = getattr(text_config, "num_key_value_heads", None) or self.shape.num_heads
 
@@ -335,12 +344,41 @@ class QRHeadScorer:
         capture = self.heads if heads is None else resolve_heads(heads, self.shape, self.model_name)
         return self._encoded(passages, [], heads=capture, keep_cache=True)
 
-    def score_batch(self, pairs: Iterable[tuple[str, Sequence[Any]]]) -> list[list[float]]:
-        """Score many ``(query, passages)`` pairs, with a progress bar when ``show_progress``."""
+    def score_batch(self, pairs: Iterable[tuple[str, Sequence[Any]]], *,
+                    show_progress: bool | None = None) -> list[list[float]]:
+        """Score many ``(query, passages)`` pairs, in order; a progress bar when ``show_progress``
+        (default: the scorer's setting).
+
+        Consecutive pairs with the same passages (e.g. many questions about one document) share one
+        encoding: the passages are read once, each further query costs one short pass (as with
+        :meth:`encode`). Results equal ``[score(q, p) for q, p in pairs]``.
+        """
         from tqdm.auto import tqdm
 
-        pairs = list(pairs)
-        return [self.score(q, p) for q, p in tqdm(pairs, desc="qrhead score", disable=not self.show_progress)]
+        pairs = [(q, p) for q, p in pairs]
+        show = self.show_progress if show_progress is None else show_progress
+        out: list[list[float]] = []
+        with tqdm(total=len(pairs), desc="qrhead score", unit="query", disable=not show) as bar:
+            i = 0
+            while i < len(pairs):
+                j = i + 1
+                while j < len(pairs) and _same_passages(pairs[j][1], pairs[i][1]):
+                    j += 1
+                if j - i == 1 or len(pairs[i][1]) == 0:
+                    for q, p in pairs[i:j]:
+                        out.append(self.score(q, p))
+                        bar.update(1)
+                else:
+                    enc = self._encoded(pairs[i][1], [q for q, _ in pairs[i:j]], keep_cache=True)
+                    # Passages split over several windows: keep one window's cache at a time (each query
+                    # re-reads them, only the null query's pass is shared), as score() would.
+                    enc.keep_cache = len(enc.windows) == len(enc._orders)
+                    for q, _ in pairs[i:j]:
+                        out.append(enc.score(q))
+                        bar.update(1)
+                    del enc
+                i = j
+        return out
 
     # --- internals ----------------------------------------------------------------------------
     def _check_query(self, query: Any) -> str:
@@ -446,6 +484,7 @@ class QRHeadScorer:
         ids = torch.tensor([list(suffix)], dtype=torch.long, device=self._input_device)
         saved = _snapshot(cache)
         try:
+            _keep_prefix_only(saved)
             with capturing(self.model, plan):
                 run_until_stop(self.model, plan, input_ids=ids, past_key_values=cache, use_cache=True)
         finally:
@@ -490,10 +529,45 @@ class QRHeadScorer:
         ]
 
 
+def _same_passages(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    if a is b:
+        return True
+    if len(a) != len(b):
+        return False
+    try:
+        return all(x is y or x == y for x, y in zip(a, b))
+    except Exception:  # noqa: BLE001 - exotic objects whose == fails: treat as different
+        return False
+
+
 def _snapshot(cache: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     """References to the cache's state; layer updates concatenate into new tensors, never in place."""
     layers = list(cache.layers)
     return layers, [dict(layer.__dict__) for layer in layers]
+
+
+def _keep_prefix_only(saved: tuple[list[Any], list[dict[str, Any]]]) -> None:
+    """During a query pass, let each cache layer go back to its prefix state right after its update.
+
+    A cache layer's ``update`` concatenates the cached and the new keys/values and keeps the result;
+    over a whole pass that holds a second copy of the passages' cache (every layer up to the stop
+    layer) until :func:`_restore`. Here each layer still hands the concatenation to its attention, but
+    its stored state is reset at once, so at most one layer's concatenation is alive at a time. The
+    override is an instance attribute that the reset itself removes (and :func:`_restore` for layers
+    the pass never reaches).
+    """
+    layers, states = saved
+    for layer, state in zip(layers, states):
+        original = layer.update
+
+        def update(*args: Any, _layer: Any = layer, _state: dict[str, Any] = state, _original: Any = original,
+                   **kwargs: Any) -> Any:
+            out = _original(*args, **kwargs)
+            _layer.__dict__.clear()
+            _layer.__dict__.update(_state)
+            return out
+
+        layer.update = update
 
 
 def _restore(cache: Any, saved: tuple[list[Any], list[dict[str, Any]]]) -> None:

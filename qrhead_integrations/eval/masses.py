@@ -22,6 +22,7 @@ from ..engine.prompt import TEMPLATE_VERSION
 from ..engine.scoring import QRHeadScorer
 
 ORDERS = ("first_stage", "shuffled")
+PLACEMENTS = ("reversed", "as_given")
 
 
 @dataclass
@@ -98,10 +99,19 @@ class MassCache:
         tmp.replace(p)
 
 
+def prompt_distance(qid: str, n: int, order: str, placement: str, seed: int) -> np.ndarray:
+    """For each candidate (first-stage index), how many passages sit between it and the query."""
+    perm = shuffle_permutation(qid, n, seed) if order == "shuffled" else list(range(n))
+    pos = np.empty(n, dtype=np.int64)
+    pos[perm] = np.arange(n)  # position in the input list handed to the scorer
+    return pos if placement == "reversed" else (n - 1 - pos)
+
+
 def collect_masses(
     scorer: QRHeadScorer,
     items: list[Candidates],
     order: str = "first_stage",
+    placement: str = "reversed",
     seed: int = 0,
     cache_root: str | Path | None = None,
     setting: dict[str, Any] | None = None,
@@ -110,37 +120,65 @@ def collect_masses(
 ) -> dict[str, Masses]:
     """All-head masses of every query's candidates, in ``order``; cached under ``cache_root``.
 
-    ``first_stage``: the first-stage order, rank 1 next to the query (the reference setup).
-    ``shuffled``: a seeded random permutation per query. Masses are returned in first-stage order.
+    ``order`` is the order of the list handed to the scorer: ``first_stage`` (best first) or
+    ``shuffled`` (a seeded permutation per query); ``placement`` is the scorer's candidate order:
+    ``reversed`` puts the list's first item next to the query (the reference setup), ``as_given`` puts
+    it first. Masses are returned in first-stage order.
     """
     from tqdm.auto import tqdm
 
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}")
+    from ..engine import parallel
+
+    if order not in ORDERS or placement not in PLACEMENTS:
+        raise ValueError(f"order must be one of {ORDERS}, placement one of {PLACEMENTS}")
     all_heads = HeadSet.all_heads(scorer.shape)
-    cache = MassCache(Path(cache_root), scorer, {"order": order, "seed": seed, **(setting or {})}) \
-        if cache_root else None
-    saved_order = scorer.candidate_order
-    scorer.candidate_order = "reversed" if order == "first_stage" else "as_given"
-    out: dict[str, Masses] = {}
-    try:
-        for item in tqdm(items, desc=desc, disable=not show_progress):
-            hit = cache.get(item.qid, item.doc_ids) if cache else None
+    # Under torchrun / accelerate launch the queries are sharded over the processes and gathered
+    # (every process returns the full result); only rank 0 reads and writes the cache.
+    main = parallel.is_main_process()
+    cache = MassCache(Path(cache_root), scorer, {"order": order, "placement": placement, "seed": seed,
+                                                 **(setting or {})}) if cache_root and main else None
+    hits: dict[int, Masses] = {}
+    if cache:
+        for n, item in enumerate(items):
+            hit = cache.get(item.qid, item.doc_ids)
             if hit is not None:
-                out[item.qid] = hit
-                continue
-            perm = list(range(len(item.passages)))
-            if order == "shuffled":
-                perm = shuffle_permutation(item.qid, len(perm), seed)
-            hs = scorer.head_scores(item.query, [item.passages[i] for i in perm], heads=all_heads,
-                                    calibrate=True)
-            inv = np.argsort(perm)
-            scale = hs.scale[None, :]  # window factor (1.0 when the candidates fit one prompt)
-            m = Masses((hs.real * scale)[:, inv], (hs.null * scale)[:, inv], list(item.doc_ids),
-                       [hs.truncated[j] for j in inv])
-            if cache:
-                cache.put(item.qid, m)
-            out[item.qid] = m
+                hits[n] = hit
+    hits = parallel.broadcast(hits)
+    todo = [n for n in range(len(items)) if n not in hits]
+
+    def one(_: int, n: int) -> Masses:
+        item = items[n]
+        perm = list(range(len(item.passages)))
+        if order == "shuffled":
+            perm = shuffle_permutation(item.qid, len(perm), seed)
+        hs = scorer.head_scores(item.query, [item.passages[i] for i in perm], heads=all_heads, calibrate=True)
+        inv = np.argsort(perm)
+        scale = hs.scale[None, :]  # window factor (1.0 when the candidates fit one prompt)
+        return Masses((hs.real * scale)[:, inv], (hs.null * scale)[:, inv], list(item.doc_ids),
+                      [hs.truncated[j] for j in inv])
+
+    written: set[int] = set()
+
+    def put(j: int, m: Masses) -> None:  # rank 0 caches its own results as they arrive
+        if cache:
+            cache.put(items[todo[j]].qid, m)
+            written.add(j)
+
+    label = desc + (f" (rank 0 of {parallel.world_size()})" if parallel.is_distributed() else "")
+    bar = lambda idx: tqdm(idx, desc=label, disable=not show_progress or not main)  # noqa: E731
+    saved_order = scorer.candidate_order
+    scorer.candidate_order = placement
+    try:
+        computed = parallel.map_sharded(one, todo, on_result=put, progress=bar)
     finally:
         scorer.candidate_order = saved_order
+    if cache:
+        for j, m in enumerate(computed):  # the other processes' results
+            if j not in written:
+                cache.put(items[todo[j]].qid, m)
+    by_item = dict(hits)
+    by_item.update(zip(todo, computed))
+    out: dict[str, Masses] = {}
+    for n, item in enumerate(items):
+        out[item.qid] = by_item[n]
     return out

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Every figure in docs/results.md comes from these commands (CPU; hours, not minutes).
+# Per-query, per-head attention masses are cached under ~/.cache/qrhead-integrations/eval, so re-running
+# a step (e.g. with another head set) only recomputes what is missing.
+#
+#   bash scripts/reproduce_results.sh [step ...]      steps: default smollm2 qwen15 hotpot squad needle
+#
+# Results (JSON + Markdown) are written to docs/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D="${QRHEAD_DATA:-../shared/data}"
+OUT=docs/results
+mkdir -p "$OUT"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(default needle smollm2 hotpot squad qwen15)
+
+run() { echo "+ $*" >&2; "$@"; }
+
+for step in "${steps[@]}"; do
+  case "$step" in
+  default)
+    # Choosing the embedded default: both candidates, same protocol, 60 seeded SciFact test queries.
+    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" --queries 60 \
+      --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 3 --no-remedies \
+      --retrieval-heads none --out "$OUT/default-smollm2-60.json"
+    run qrhead eval rerank --model qwen2.5-coder-0.5b-instruct --data "$D/scifact" --queries 60 \
+      --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 1 --no-remedies \
+      --retrieval-heads none --out "$OUT/default-qwen05-60.json"
+    ;;
+  needle)
+    # Copy-paste retrieval heads (Wu et al.) on pg-essays haystacks, and head-masking accuracy.
+    run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" \
+      --detect-out "$OUT/retrieval-smollm2.heads.json" \
+      --mask none qrhead retrieval random:16:0 random:16:1 random:16:2 --out "$OUT/needle-smollm2.json"
+    ;;
+  smollm2)
+    # SciFact test, all 300 queries, BM25 top-20, both orders and both placements; heads detected on
+    # 3 disjoint subsets of 64 SciFact train claims (stability) and on their union (the shipped set).
+    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" \
+      --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 3 \
+      --retrieval-heads "$OUT/retrieval-smollm2.heads.json" --out "$OUT/scifact-smollm2.json"
+    ;;
+  hotpot)
+    # HotpotQA-100: each question's own 10 paragraphs (runs/given.trec), heads from SciFact train.
+    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/hotpotqa-100" --run given --depth 10 \
+      --heads "$OUT/scifact-smollm2.heads.json" --retrieval-heads "$OUT/retrieval-smollm2.heads.json" \
+      --measures R@2 R@5 nDCG@10 --out "$OUT/hotpot-smollm2.json"
+    ;;
+  squad)
+    # SQuAD articles: whole articles split into 256-token chunks, recall@1/3/5 of evidence chunks.
+    run qrhead eval chunks --model smollm2-135m-instruct --data "$D/squad-articles" --chunk-tokens 256 \
+      --heads "$OUT/scifact-smollm2.heads.json" --retrieval-heads "$OUT/retrieval-smollm2.heads.json" \
+      --max-passage-tokens 512 --out "$OUT/squad-smollm2.json"
+    ;;
+  qwen15)
+    # The strongest model that runs here, bfloat16 on CPU: 100 seeded SciFact test queries.
+    run qrhead eval rerank --model qwen2.5-coder-1.5b-instruct --dtype bfloat16 --data "$D/scifact" --queries 100 \
+      --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 1 --no-remedies \
+      --retrieval-heads none --out "$OUT/scifact-qwen15-100.json"
+    ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
