@@ -1,0 +1,323 @@
+"""Select the chunks of one long document that answer a question (the paper's long-context use).
+
+Framework-free core of the chunk selectors in :mod:`qrhead_integrations.llama_index` and
+:mod:`qrhead_integrations.langchain`::
+
+    from qrhead_integrations import QRHeadScorer
+    from qrhead_integrations.chunks import locate_chunks, select_chunks, split_by_tokens
+
+    scorer = QRHeadScorer.from_pretrained()
+    chunks = split_by_tokens(document, scorer.tokenizer, chunk_tokens=200, overlap_tokens=20)
+    # or: chunks = locate_chunks(document, any_splitter(document))
+    picked = select_chunks(scorer, "who founded the city?", chunks, token_budget=600,
+                           keep_document_order=True)
+    for c in picked:
+        print(c.rank, c.score, c.start, c.end, document[c.start:c.end] == c.text)
+
+Every chunk is scored in one :meth:`QRHeadScorer.rank` call: all chunks share the prompt (split into
+windows with comparable scores when the document exceeds the scorer's context). Offsets are character
+offsets into the source document and always satisfy ``document[start:end] == chunk.text``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("qrhead_integrations")
+
+TokenCounter = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a source document: ``document[start:end] == text``; ``index`` is its position."""
+
+    text: str
+    start: int
+    end: int
+    index: int
+    source_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SelectedChunk:
+    """A chunk chosen for a query.
+
+    ``score`` is the ranking score (the calibrated QRHead score, or the fused score when the scorer
+    fuses with a first stage), ``rank`` its 1-based rank among all chunks, ``tokens`` its length as
+    counted for the token budget. ``truncated`` is True when the scorer saw only the start of the chunk
+    (``max_passage_tokens``); the text here is always the whole chunk.
+    """
+
+    text: str
+    start: int
+    end: int
+    index: int
+    score: float
+    rank: int
+    tokens: int
+    source_id: str | None = None
+    qrhead_score: float | None = None
+    truncated: bool = False
+    window: int = 0
+
+
+@dataclass(frozen=True)
+class ChunkSelection:
+    """The selected chunks (in output order) and what the selection was made from."""
+
+    query: str
+    chunks: tuple[SelectedChunk, ...]
+    num_candidates: int
+    tokens: int
+    token_budget: int | None = None
+    top_k: int | None = None
+    keep_document_order: bool = False
+
+    def __iter__(self) -> Iterator[SelectedChunk]:
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> SelectedChunk:
+        return self.chunks[i]
+
+    def text(self, separator: str = "\n\n") -> str:
+        """The selected chunks' texts joined (a context for a generator)."""
+        return separator.join(c.text for c in self.chunks)
+
+
+# --- offsets -------------------------------------------------------------------------------------
+
+
+def _loose_pattern(text: str) -> re.Pattern[str] | None:
+    words = text.split()
+    if not words:
+        return None
+    return re.compile(r"\s*".join(re.escape(w) for w in words))
+
+
+def locate_chunks(document: str, texts: Sequence[str], *, source_id: str | None = None) -> list[Chunk]:
+    """Character offsets of a splitter's chunks in ``document``.
+
+    Splitters emit chunks in document order, possibly overlapping, each one ending after the previous
+    one. So each chunk is searched from just after the previous chunk's start, taking the first
+    occurrence that ends after the previous chunk's end: repeated or overlapping chunk texts get their
+    own positions instead of the first occurrence in the document. A chunk the splitter changed only in
+    whitespace (stripped, collapsed or re-joined) is matched ignoring whitespace; the returned chunk's
+    ``text`` is always the exact source slice ``document[start:end]``. Whitespace-only chunks are
+    dropped (``index`` counts the kept chunks). A chunk that does not occur in the document at all
+    raises ``ValueError``.
+    """
+    if not isinstance(document, str):
+        raise TypeError(f"document must be a string, not {type(document).__name__}")
+    chunks: list[Chunk] = []
+    prev_start, prev_end = -1, 0
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"chunk {i} is a {type(text).__name__}, not a string")
+        if not text.strip():
+            continue
+        span = _find(document, text, prev_start + 1, prev_end)
+        if span is None:
+            span = _find(document, text, 0, 0)  # out-of-order splitter output: any occurrence
+        if span is None:
+            raise ValueError(
+                f"chunk {i} ({text[:40]!r}...) does not occur in the document, even ignoring whitespace: "
+                "the splitter changed its text"
+            )
+        start, end = span
+        chunks.append(Chunk(document[start:end], start, end, len(chunks), source_id))
+        prev_start, prev_end = start, end
+    return chunks
+
+
+def _occurrences(document: str, text: str, floor: int) -> Iterator[tuple[int, int]]:
+    start = document.find(text, floor)
+    if start >= 0:
+        while start >= 0:
+            yield start, start + len(text)
+            start = document.find(text, start + 1)
+        return
+    pattern = _loose_pattern(text)
+    if pattern is None:
+        return
+    m = pattern.search(document, floor)
+    while m is not None:
+        yield m.start(), m.end()
+        m = pattern.search(document, m.start() + 1)
+
+
+def _find(document: str, text: str, floor: int, min_end: int) -> tuple[int, int] | None:
+    """First occurrence starting at ``floor`` or later that ends after ``min_end`` (else the first one)."""
+    first = None
+    for span in _occurrences(document, text, floor):
+        if first is None:
+            first = span
+        if span[1] > min_end:
+            return span
+    return first
+
+
+def split_by_tokens(
+    document: str,
+    tokenizer: Any,
+    chunk_tokens: int = 256,
+    overlap_tokens: int = 32,
+    *,
+    source_id: str | None = None,
+) -> list[Chunk]:
+    """Framework-free splitter: chunks of at most ``chunk_tokens`` tokens of a fast tokenizer, each
+    overlapping the previous one by about ``overlap_tokens``; offsets come from the tokenizer's offset
+    mapping (exact). Chunk edges are moved to word boundaries where one is near (never cutting a word
+    unless a single word is longer than half a chunk)."""
+    if chunk_tokens < 1:
+        raise ValueError("chunk_tokens must be positive")
+    if not 0 <= overlap_tokens < chunk_tokens:
+        raise ValueError("overlap_tokens must be at least 0 and smaller than chunk_tokens")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("split_by_tokens needs a fast tokenizer (offset mappings)")
+    offsets = tokenizer(document, add_special_tokens=False, return_offsets_mapping=True,
+                        split_special_tokens=True)["offset_mapping"]
+    offsets = [(a, b) for a, b in offsets if b > a]
+    n = len(offsets)
+
+    def boundary(i: int) -> bool:
+        """Is there a word boundary just before token ``i``?"""
+        if i <= 0 or i >= n:
+            return True
+        s = offsets[i][0]
+        return offsets[i - 1][1] < s or document[s - 1].isspace() or document[s].isspace()
+
+    chunks: list[Chunk] = []
+    first = 0
+    while first < n:
+        last = min(first + chunk_tokens, n)
+        j = last
+        while j > first + max(1, chunk_tokens // 2) and not boundary(j):
+            j -= 1
+        if boundary(j):
+            last = j
+        start, end = offsets[first][0], offsets[last - 1][1]
+        while start < end and document[start].isspace():
+            start += 1
+        while end > start and document[end - 1].isspace():
+            end -= 1
+        if start < end:
+            chunks.append(Chunk(document[start:end], start, end, len(chunks), source_id))
+        if last >= n:
+            break
+        nxt = max(last - overlap_tokens, first + 1)
+        k = nxt
+        while k < last and k - nxt < 8 and not boundary(k):
+            k += 1
+        first = k if k < last and boundary(k) else nxt
+    return chunks
+
+
+# --- selection -----------------------------------------------------------------------------------
+
+
+def token_counter(counter: Any) -> TokenCounter:
+    """A ``str -> int`` token counter from a callable or a Hugging Face tokenizer."""
+    if callable(counter) and not hasattr(counter, "encode"):
+        return counter
+    if hasattr(counter, "encode"):
+        def count(text: str) -> int:
+            try:
+                return len(counter.encode(text, add_special_tokens=False))
+            except TypeError:  # tiktoken-style encoders
+                return len(counter.encode(text))
+        return count
+    raise TypeError("count_tokens must be a callable str -> int or a tokenizer with .encode")
+
+
+def select_chunks(
+    scorer: Any,
+    query: str,
+    chunks: Sequence[Chunk],
+    *,
+    top_k: int | None = None,
+    token_budget: int | None = None,
+    keep_document_order: bool = False,
+    count_tokens: Any = None,
+    first_stage_scores: Sequence[float] | None = None,
+    candidate_order: str | None = "as_given",
+) -> ChunkSelection:
+    """Score every chunk in one pass and pick the best.
+
+    - ``top_k``: at most this many chunks (default 5 when no ``token_budget`` is given).
+    - ``token_budget``: go down the ranking and keep each chunk that still fits the remaining budget
+      (a chunk too long for what is left is skipped, shorter lower-ranked ones may still fit); with
+      ``top_k`` too, both limits apply. Tokens are counted with ``count_tokens`` (a ``str -> int``
+      callable or a tokenizer, e.g. the generator's), by default with the scorer's tokenizer.
+    - ``keep_document_order``: return the chosen chunks in document order instead of best first.
+    - ``first_stage_scores``: one per chunk, fused with the QRHead scores when the scorer has ``fusion``
+      set. Without them the scorer's fusion is not applied (the only "first stage" would be the
+      document position).
+    - ``candidate_order``: how the chunks are laid out in the scorer's prompt. ``"as_given"`` (default)
+      keeps the document's reading order; ``"reversed"`` / ``"both"`` as for re-ranking; ``None`` uses
+      the scorer's own setting. The caller's scorer is not changed.
+    """
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
+    if token_budget is not None and (
+        isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
+    ):
+        raise ValueError(f"token_budget must be a positive integer or None, not {token_budget!r}")
+    if top_k is None and token_budget is None:
+        top_k = 5
+    overrides: dict[str, Any] = {}
+    if candidate_order is not None and candidate_order != getattr(scorer, "candidate_order", candidate_order):
+        if candidate_order not in ("reversed", "as_given", "both"):
+            raise ValueError("candidate_order must be 'reversed', 'as_given', 'both' or None, "
+                             f"not {candidate_order!r}")
+        overrides["candidate_order"] = candidate_order
+    if first_stage_scores is None and getattr(scorer, "fusion", None) is not None:
+        overrides["fusion"] = None  # without a first stage, fusion would mix in the document position
+    if overrides:
+        scorer = copy.copy(scorer)  # shares the model; only this call sees the overrides
+        for name, value in overrides.items():
+            setattr(scorer, name, value)
+    chunks = list(chunks)
+    for i, c in enumerate(chunks):
+        if not isinstance(c, Chunk):
+            raise TypeError(f"chunk {i} is a {type(c).__name__}; build chunks with locate_chunks or "
+                            "split_by_tokens")
+    if not chunks:
+        scorer._check_query(query)
+        return ChunkSelection(query, (), 0, 0, token_budget, top_k, keep_document_order)
+    count = token_counter(count_tokens) if count_tokens is not None else scorer._token_count
+    ranked = scorer.rank(query, [c.text for c in chunks],
+                         top_k=None if token_budget is not None else top_k,
+                         first_stage_scores=first_stage_scores)
+    picked = []
+    used = 0
+    for r in ranked:
+        if top_k is not None and len(picked) >= top_k:
+            break
+        c = chunks[r.index]
+        n = int(count(c.text))
+        if token_budget is not None and used + n > token_budget:
+            if used >= token_budget:
+                break
+            continue
+        used += n
+        picked.append(SelectedChunk(
+            text=c.text, start=c.start, end=c.end, index=c.index, score=float(r.score), rank=r.rank,
+            tokens=n, source_id=c.source_id, qrhead_score=r.qrhead_score, truncated=r.truncated,
+            window=r.window,
+        ))
+    if token_budget is not None and not picked:
+        logger.warning("no chunk fits the token budget of %d tokens (shortest chunk: %d tokens)",
+                       token_budget, min(int(count(c.text)) for c in chunks))
+    if keep_document_order:
+        picked.sort(key=lambda c: (c.start, c.end))
+    return ChunkSelection(query.strip(), tuple(picked), len(chunks), used, token_budget, top_k,
+                          keep_document_order)

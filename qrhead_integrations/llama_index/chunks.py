@@ -1,0 +1,164 @@
+"""Chunk selection in one long document, for LlamaIndex: split with a LlamaIndex splitter, score every
+chunk in one QRHead pass, return the best chunks as nodes with exact character offsets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.schema import (
+    BaseNode,
+    Document,
+    MetadataMode,
+    NodeRelationship,
+    NodeWithScore,
+    QueryBundle,
+    TextNode,
+)
+
+from .._adapter import copy_metadata
+from ..chunks import Chunk, ChunkSelection, SelectedChunk, locate_chunks, select_chunks
+from .base import QRHeadRerank
+
+DocumentLike = BaseNode | str
+
+
+def default_splitter() -> SentenceSplitter:
+    """The splitter used when none is given: sentence-aware chunks of about 256 tokens, 32 overlapping."""
+    return SentenceSplitter(chunk_size=256, chunk_overlap=32)
+
+
+class QRHeadChunkRetriever(BaseRetriever):
+    """Retrieve the chunks of ONE long document that a question needs.
+
+    The document is split once (with ``splitter``, any LlamaIndex ``TextSplitter``; default
+    :func:`default_splitter`), each chunk located in the document text. Each query scores every chunk in
+    one QRHead pass (windows when the document exceeds the scorer's context) and returns the best
+    chunks as ``NodeWithScore``: ``TextNode`` with ``start_char_idx``/``end_char_idx`` into the
+    document text (``document.text[start:end] == node.text``), a ``SOURCE`` relationship to the document,
+    the document's metadata plus ``chunk_index``.
+
+    Selection: ``top_k`` chunks (default 5), or as many as fit ``token_budget`` tokens (greedy by
+    score; counted with ``count_tokens``, default the scorer's tokenizer), optionally returned in
+    document order (``keep_document_order``). The scorer is configured by ``reranker`` (a
+    :class:`QRHeadRerank`: model, heads, device, options; its ``top_n`` is not used here); the chunks
+    sit in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
+    """
+
+    def __init__(
+        self,
+        document: DocumentLike,
+        *,
+        reranker: QRHeadRerank | None = None,
+        splitter: Any = None,
+        top_k: int | None = None,
+        token_budget: int | None = None,
+        keep_document_order: bool = False,
+        count_tokens: Any = None,
+        candidate_order: str | None = "as_given",
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+        if isinstance(document, str):
+            document = Document(text=document)
+        if not isinstance(document, BaseNode):
+            raise TypeError("document must be a LlamaIndex node/Document or a string, "
+                            f"not {type(document).__name__}")
+        if splitter is not None and not hasattr(splitter, "split_text"):
+            raise TypeError("splitter must be a LlamaIndex TextSplitter (with .split_text)")
+        self.document = document
+        self.reranker = reranker if reranker is not None else QRHeadRerank()
+        self.splitter = splitter if splitter is not None else default_splitter()
+        self.top_k = top_k
+        self.token_budget = token_budget
+        self.keep_document_order = keep_document_order
+        self.count_tokens = count_tokens
+        self.candidate_order = candidate_order
+        self._chunks: list[Chunk] | None = None
+        self._chunks_key: tuple | None = None
+        # Fail early on bad limits (same checks as the selection itself).
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
+        if token_budget is not None and (
+            isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
+        ):
+            raise ValueError(f"token_budget must be a positive integer or None, not {token_budget!r}")
+        if candidate_order not in (None, "reversed", "as_given", "both"):
+            raise ValueError("candidate_order must be 'reversed', 'as_given', 'both' or None, "
+                             f"not {candidate_order!r}")
+
+    @property
+    def text(self) -> str:
+        """The document text that offsets refer to."""
+        return self.document.get_content(metadata_mode=MetadataMode.NONE)
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The document's chunks with their offsets (split on first use, again if the document or
+        splitter is replaced)."""
+        text = self.text
+        key = (id(self.document), text, id(self.splitter))
+        if self._chunks is None or self._chunks_key != key:
+            self._chunks = locate_chunks(text, self.splitter.split_text(text),
+                                         source_id=self.document.node_id)
+            self._chunks_key = key
+        return self._chunks
+
+    def select(self, query: str) -> ChunkSelection:
+        """The framework-free selection (offsets, scores, token counts) for ``query``."""
+        return select_chunks(
+            self.reranker.scorer, query, self.chunks, top_k=self.top_k, token_budget=self.token_budget,
+            keep_document_order=self.keep_document_order, count_tokens=self.count_tokens,
+            candidate_order=self.candidate_order,
+        )
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [chunk_node(self.document, c) for c in self.select(query_bundle.query_str)]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+def chunk_node(document: BaseNode, chunk: SelectedChunk) -> NodeWithScore:
+    """A selected chunk as a ``NodeWithScore`` whose node points back at ``document``."""
+    added = {"chunk_index": chunk.index}
+    if chunk.truncated:
+        added["qrhead_truncated"] = True
+    hidden = list(added)
+    node = TextNode(
+        id_=f"{document.node_id}-chunk-{chunk.index}",
+        text=chunk.text,
+        start_char_idx=chunk.start,
+        end_char_idx=chunk.end,
+        metadata={**copy_metadata(document.metadata), **added},
+        excluded_llm_metadata_keys=list(document.excluded_llm_metadata_keys)
+        + [k for k in hidden if k not in document.excluded_llm_metadata_keys],
+        excluded_embed_metadata_keys=list(document.excluded_embed_metadata_keys)
+        + [k for k in hidden if k not in document.excluded_embed_metadata_keys],
+        relationships={NodeRelationship.SOURCE: document.as_related_node_info()},
+    )
+    return NodeWithScore(node=node, score=float(chunk.score))
+
+
+def select_document_chunks(
+    document: DocumentLike,
+    query: str,
+    *,
+    reranker: QRHeadRerank | None = None,
+    splitter: Any = None,
+    top_k: int | None = None,
+    token_budget: int | None = None,
+    keep_document_order: bool = False,
+    count_tokens: Any = None,
+    candidate_order: str | None = "as_given",
+) -> list[NodeWithScore]:
+    """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
+    retriever = QRHeadChunkRetriever(
+        document, reranker=reranker, splitter=splitter, top_k=top_k, token_budget=token_budget,
+        keep_document_order=keep_document_order, count_tokens=count_tokens, candidate_order=candidate_order,
+    )
+    return retriever.retrieve(query)
