@@ -75,6 +75,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="JSON result file (a Markdown report is written beside it)")
 
 
+def _main_process() -> bool:
+    from ..engine import parallel
+
+    return parallel.is_main_process()
+
+
+def _single_process(name: str) -> None:
+    from ..engine import parallel
+
+    if parallel.is_distributed():
+        raise SystemExit(f"qrhead eval {name} runs in one process (only `eval rerank` and `detect` are "
+                         "data-parallel); start it without torchrun / accelerate launch")
+
+
 def _scorer(args: argparse.Namespace):
     from ..engine.scoring import QRHeadScorer
 
@@ -139,9 +153,10 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         detection = detect_from_masses(scorer, merged, merged_masses, order="shuffled", placement="reversed",
                                        seed=args.seed, description=desc)
         out_heads = Path(args.out).with_suffix(".heads.json")
-        out_heads.parent.mkdir(parents=True, exist_ok=True)
-        detection.head_set.to_json(out_heads)
-        print(f"detected {detection.head_set} -> {out_heads}", file=sys.stderr)
+        if _main_process():
+            out_heads.parent.mkdir(parents=True, exist_ok=True)
+            detection.head_set.to_json(out_heads)
+            print(f"detected {detection.head_set} -> {out_heads}", file=sys.stderr)
     data = load_rerank_data(args.data, args.split, args.depth, args.queries, args.seed, args.run)
     sets = _head_sets(args, scorer, detection.head_set if detection else None)
     for s in subsets:
@@ -161,6 +176,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
             "pairwise_overlap": [len(heads[i] & heads[j]) for i in range(len(heads)) for j in range(i + 1, len(heads))],
             "common_to_all": len(set.intersection(*heads)),
         }
+    if not _main_process():  # under torchrun / accelerate launch every rank has the full result
+        return 0
     save_result(result, args.out)
     methods = ["bm25", "dense", "all-heads", "random", "retrieval-heads", "qrhead", "qrhead-uncalibrated",
                "qrhead+rrf", "qrhead+linear", "qrhead-both", "qrhead-poscorr"] + [s.head_set.name for s in subsets]
@@ -178,6 +195,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 def cmd_chunks(args: argparse.Namespace) -> int:
     from .chunks import run_chunk_experiment
 
+    _single_process("chunks")
     scorer = _scorer(args)
     sets = _head_sets(args, scorer, None)
     report = run_chunk_experiment(scorer, args.data, sets, chunk_tokens=args.chunk_tokens,
@@ -200,6 +218,7 @@ def cmd_needle(args: argparse.Namespace) -> int:
     from ..engine.scoring import QRHeadScorer
     from .needle import detect_retrieval_heads, load_haystack, masked_accuracy, trial_grid
 
+    _single_process("needle")
     scorer = QRHeadScorer.from_pretrained(args.model, "all", device=args.device, dtype=args.dtype)
     haystack = load_haystack(args.essays)
     grid = trial_grid(args.lengths, args.depths, args.needles)
