@@ -191,3 +191,21 @@ def test_option_validation(model, tok):
     for bad in [{"max_context_tokens": 0}, {"max_passage_tokens": -5}, {"null_query": " "}]:
         with pytest.raises(ValueError):
             QRHeadScorer.from_model(model, tok, heads=HEADS, **bad)
+
+
+def test_head_set_of_another_model_warns(model, tok, caplog, tmp_path):
+    from qrhead_integrations import HeadSet
+    from qrhead_integrations.engine.heads import ModelShape, config_fingerprint
+
+    shape = ModelShape.from_config(model.config)
+    other = HeadSet(((1, 0), (2, 1)), name="theirs", model="org/other-model", shape=shape,
+                    info={"config_fingerprint": "0" * 16})
+    with caplog.at_level(logging.WARNING, logger="qrhead_integrations"):
+        QRHeadScorer.from_model(model, tok, heads=other, model_name="org/my-model")
+    assert "detected for org/other-model" in caplog.text and "different configuration" in caplog.text
+    caplog.clear()
+    mine = HeadSet(((1, 0),), model="org/My-Model", shape=shape,
+                   info={"config_fingerprint": config_fingerprint(model.config)})
+    with caplog.at_level(logging.WARNING, logger="qrhead_integrations"):
+        QRHeadScorer.from_model(model, tok, heads=mine, model_name="org/my-model")
+    assert caplog.text == ""

@@ -10,8 +10,6 @@ all heads of a layer in a few matrix products), and the top ``top_k`` heads are 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .heads import HeadSet, ModelShape
+from .heads import HeadSet, ModelShape, config_fingerprint
 from .prompt import TEMPLATE_VERSION
 from .scoring import QRHeadScorer
 
@@ -50,15 +48,6 @@ class DetectionResult:
     head_set: HeadSet
     head_scores: np.ndarray  # [layers, heads], mean over examples
     per_example: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # [examples, layers, heads]
-
-
-def config_fingerprint(config: Any) -> str:
-    """Short hash of the config fields that decide a model's attention layout."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    keys = ("model_type", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-            "hidden_size", "head_dim", "vocab_size", "intermediate_size")
-    data = {k: getattr(text, k, None) for k in keys}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def detect_heads(
@@ -151,16 +140,6 @@ def select_top_heads(per_example: np.ndarray, top_k: int, *, name: str, model: s
         info=info,
     )
     return DetectionResult(head_set, mean, per_example)
-
-
-def check_fingerprint(head_set: HeadSet, config: Any) -> None:
-    """Raise if a detected head set records a different model configuration."""
-    recorded = head_set.info.get("config_fingerprint")
-    if recorded and recorded != config_fingerprint(config):
-        raise ValueError(
-            f"head set {head_set.name!r} was detected on a model with a different configuration "
-            f"({head_set.model}); detect heads for this model"
-        )
 
 
 def examples_from_rankings(

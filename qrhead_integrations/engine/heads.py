@@ -6,6 +6,7 @@ the convention of the published QRHead lists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -271,6 +272,15 @@ def format_heads(heads: Iterable[Head]) -> str:
 
 
 # --- registry of shipped head sets ---------------------------------------------------------------
+
+
+def config_fingerprint(config: Any) -> str:
+    """Short hash of the config fields that decide a model's attention layout."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    keys = ("model_type", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "hidden_size", "head_dim", "vocab_size", "intermediate_size")
+    data = {k: getattr(text, k, None) for k in keys}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def normalize_model_name(name: str) -> str:

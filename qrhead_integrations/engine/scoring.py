@@ -20,7 +20,7 @@ import torch
 
 from .capture import CapturePlan, LayerHeads, attention_module_ids, capturing, run_until_stop
 from .fusion import FUSIONS, fuse
-from .heads import HeadSet, HeadSpec, ModelShape, resolve_heads
+from .heads import HeadSet, HeadSpec, ModelShape, config_fingerprint, normalize_model_name, resolve_heads
 from .loading import input_device, load_model
 from .prompt import (
     DEFAULT_TEMPLATE,
@@ -255,6 +255,7 @@ class QRHeadScorer:
             model.config, "_name_or_path", None
         ) or type(model).__name__
         self.heads = resolve_heads(heads, self.shape, self.model_name)
+        self._check_head_provenance()
         self.candidate_order = candidate_order
         self.calibrate = calibrate
         self.null_query = null_query
@@ -270,6 +271,19 @@ class QRHeadScorer:
         self._input_device = input_device(model)
         text_config = model.config.get_text_config()
         self._num_kv_heads = getattr(text_config, "num_key_value_heads", None) or self.shape.num_heads
+
+    def _check_head_provenance(self) -> None:
+        """Warn when a head set records another model (same shape, so it runs, but means little)."""
+        hs = self.heads
+        if hs.model and normalize_model_name(hs.model) != normalize_model_name(self.model_name):
+            logger.warning("head set %r was detected for %s, not for %s: its heads may not be retrieval heads "
+                           "of this model (detect heads for it with `qrhead detect`)", hs.name, hs.model,
+                           self.model_name)
+        recorded = hs.info.get("config_fingerprint")
+        if recorded and recorded != config_fingerprint(self.model.config):
+            logger.warning("head set %r was detected on a model with a different configuration "
+                           "(fingerprint %s, this model %s)", hs.name, recorded,
+                           config_fingerprint(self.model.config))
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
