@@ -3,7 +3,7 @@
 # Per-query, per-head attention masses are cached under ~/.cache/qrhead-integrations/eval, so re-running
 # a step (e.g. with another head set) only recomputes what is missing.
 #
-#   bash scripts/reproduce_results.sh [step ...]      steps: default smollm2 qwen15 hotpot squad needle
+#   bash scripts/reproduce_results.sh [step ...]      steps: default needle smollm2 smollm2-fs hotpot squad qwen15
 #
 # Results (JSON + Markdown) are written to docs/results/.
 set -euo pipefail
@@ -12,7 +12,7 @@ D="${QRHEAD_DATA:-../shared/data}"
 OUT=docs/results
 mkdir -p "$OUT"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(default needle smollm2 hotpot squad qwen15)
+[ ${#steps[@]} -eq 0 ] && steps=(default needle smollm2 smollm2-fs hotpot squad qwen15)
 
 run() { echo "+ $*" >&2; "$@"; }
 
@@ -39,6 +39,13 @@ for step in "${steps[@]}"; do
     run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" \
       --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 3 \
       --retrieval-heads "$OUT/retrieval-smollm2.heads.json" --out "$OUT/scifact-smollm2.json"
+    ;;
+  smollm2-fs)
+    # Ablation: the same, with heads detected in first-stage order (test passes are cached: only the
+    # detection passes run).
+    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" \
+      --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 3 --detect-order first_stage \
+      --retrieval-heads "$OUT/retrieval-smollm2.heads.json" --out "$OUT/scifact-smollm2-fsdetect.json"
     ;;
   hotpot)
     # HotpotQA-100: each question's own 10 paragraphs (runs/given.trec), heads from SciFact train.

@@ -26,6 +26,9 @@ def add_eval_parser(sub: Any) -> None:
     r.add_argument("--detect-split", default="train")
     r.add_argument("--detect-queries", type=int, default=64, help="examples per detection subset")
     r.add_argument("--detect-subsets", type=int, default=1, help="disjoint detection subsets (stability)")
+    r.add_argument("--detect-order", default="shuffled", choices=["shuffled", "first_stage"],
+                   help="candidate order of the detection examples (default shuffled: position and relevance "
+                        "decoupled)")
     r.add_argument("--orders", nargs="+", default=["first_stage", "shuffled"], choices=["first_stage", "shuffled"])
     r.add_argument("--no-remedies", action="store_true", help="skip the as_given placement (position remedies)")
     r.add_argument("--random-seeds", type=int, default=5)
@@ -136,11 +139,11 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         parts = []
         for i in range(args.detect_subsets):
             d = load_rerank_data(args.detect_data, args.detect_split, args.depth, n, args.seed, skip=i * n)
-            m = collect_masses(scorer, d.items, "shuffled", "reversed", args.seed, cache,
+            m = collect_masses(scorer, d.items, args.detect_order, "reversed", args.seed, cache,
                                {"data": d.name, "depth": args.depth}, desc=f"detection subset {i + 1}")
             parts.append((d, m))
             if args.detect_subsets > 1:
-                subsets.append(detect_from_masses(scorer, d, m, order="shuffled", placement="reversed",
+                subsets.append(detect_from_masses(scorer, d, m, order=args.detect_order, placement="reversed",
                                                   seed=args.seed, name=f"qrhead-s{i + 1}", description=d.description))
         merged_items = [it for d, _ in parts for it in d.items]
         merged_qrels = {q: v for d, _ in parts for q, v in d.qrels.items()}
@@ -148,9 +151,10 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         from .rerank import RerankData
 
         desc = (f"{parts[0][0].name} {args.detect_split}: {len(merged_items)} queries "
-                f"({args.detect_subsets} x {n}, seed {args.seed}), BM25 top-{args.depth}, shuffled")
+                f"({args.detect_subsets} x {n}, seed {args.seed}), BM25 top-{args.depth}, "
+                f"{args.detect_order.replace('_', '-')} order")
         merged = RerankData(parts[0][0].name, merged_qrels, merged_items, desc)
-        detection = detect_from_masses(scorer, merged, merged_masses, order="shuffled", placement="reversed",
+        detection = detect_from_masses(scorer, merged, merged_masses, order=args.detect_order, placement="reversed",
                                        seed=args.seed, description=desc)
         out_heads = Path(args.out).with_suffix(".heads.json")
         if _main_process():

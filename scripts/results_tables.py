@@ -1,0 +1,135 @@
+"""Print the Markdown tables of docs/results.md from the JSON files in docs/results/.
+
+    python scripts/results_tables.py > /tmp/tables.md
+
+Every number in the tables comes from the result files written by scripts/reproduce_results.sh.
+Differences are paired bootstrap means with 95% intervals (10,000 resamples over queries, seed 0);
+``*`` marks an interval that excludes 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from qrhead_integrations.eval.metrics import paired_bootstrap
+from qrhead_integrations.eval.rerank import load_result
+
+RES = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+LABELS = {
+    "bm25": "BM25 (first stage)", "dense": "dense (all-MiniLM-L6-v2)", "all-heads": "all heads (ICR)",
+    "random": "random heads (mean of 5 seeds)", "retrieval-heads": "retrieval heads (Wu et al.)",
+    "qrhead": "**QRHead (16 heads)**", "qrhead-uncalibrated": "QRHead, no calibration",
+    "qrhead+rrf": "QRHead + BM25, reciprocal rank", "qrhead+linear": "QRHead + BM25, linear",
+    "qrhead-both": "QRHead, both placements (2x cost)", "qrhead-poscorr": "QRHead, position-corrected",
+    "qrhead-s1": "QRHead from subset 1", "qrhead-s2": "QRHead from subset 2", "qrhead-s3": "QRHead from subset 3",
+}
+ORDER = ["bm25", "dense", "random", "all-heads", "retrieval-heads", "qrhead", "qrhead-uncalibrated",
+         "qrhead+rrf", "qrhead+linear", "qrhead-both", "qrhead-poscorr", "qrhead-s1", "qrhead-s2", "qrhead-s3"]
+COND = {"first_stage": "first-stage order", "shuffled": "shuffled order"}
+
+
+def diff(a: dict, b: dict) -> str:
+    d = paired_bootstrap(a, b)
+    return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]{' *' if d.significant else ''}"
+
+
+def rerank_table(name: str, measure: str, baselines: tuple[str, ...] = ("bm25", "all-heads"),
+                 methods: list[str] | None = None) -> str:
+    r = load_result(RES / name)
+    conds = [c for c in COND if c in r.per_query]
+    head = ["method"]
+    for c in conds:
+        head += [f"{measure}, {COND[c]}"] + [f"vs {b}" for b in baselines]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods or ORDER:
+        if not any(m in r.per_query[c] for c in conds):
+            continue
+        row = [LABELS.get(m, m)]
+        for c in conds:
+            pq = r.per_query[c]
+            if m not in pq:
+                row += ["–"] * (1 + len(baselines))
+                continue
+            row.append(f"{np.mean(list(pq[m][measure].values())):.3f}")
+            row += ["" if b == m or b not in pq else diff(pq[m][measure], pq[b][measure]) for b in baselines]
+        out.append("| " + " | ".join(row) + " |")
+    n = len(next(iter(next(iter(r.per_query.values())).values()))[measure])
+    out.append("")
+    out.append(f"{r.data}; {n} queries; model {r.model} ({r.notes.get('dtype', '')}), passages cut to "
+               f"{r.notes.get('max_passage_tokens')} tokens.")
+    return "\n".join(out)
+
+
+def chunk_table(name: str) -> str:
+    d = json.loads((RES / name).read_text())
+    ks = sorted(next(iter(d["recall"].values())), key=int)
+    head = ["method"] + [f"recall@{k}" for k in ks] + [f"hit@{k}" for k in ks] + ["recall@3 vs BM25"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in ORDER:
+        if m not in d["recall"]:
+            continue
+        row = [LABELS.get(m, m)]
+        row += [f"{np.mean(list(d['recall'][m][k].values())):.3f}" for k in ks]
+        row += [f"{np.mean(list(d['hit'][m][k].values())):.3f}" for k in ks]
+        row.append("" if m == "bm25" else diff(d["recall"][m]["3"], d["recall"]["bm25"]["3"]))
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    out.append(f"{d['description']}; {d['chunks_per_article']:.1f} chunks per article, "
+               f"{d['gold_chunks_per_question']:.2f} gold chunks per question.")
+    return "\n".join(out)
+
+
+def needle_table(name: str) -> str:
+    d = json.loads((RES / name).read_text())
+    out = ["| heads masked | accuracy |", "|---|---|"]
+    for k, v in d["accuracy"].items():
+        label = {"none": "none", "qrhead": "16 QR heads", "retrieval": "16 retrieval heads"}.get(
+            k, k.replace("random:16:", "16 random heads, seed "))
+        out.append(f"| {label} | {v:.3f} |")
+    out.append("")
+    out.append(f"{d['model']}: {d['trials']} trials (context {d['lengths']} tokens x depths {d['depths']} x "
+               f"{d['needles']} needles), greedy answers; accuracy = share of the needle's key words in the answer.")
+    return "\n".join(out)
+
+
+def stability(name: str, measure: str = "nDCG@10") -> str:
+    r = load_result(RES / name)
+    st = r.notes.get("stability")
+    if not st:
+        return ""
+    lines = [f"Top-16 heads from three disjoint detection subsets: pairwise overlap {st['pairwise_overlap']} "
+             f"of 16, {st['common_to_all']} heads common to all three."]
+    for c in COND:
+        if c in r.per_query:
+            vals = [np.mean(list(r.per_query[c][f"qrhead-s{i}"][measure].values())) for i in (1, 2, 3)]
+            lines.append(f"- {measure} ({COND[c]}) with each subset's heads: "
+                         + ", ".join(f"{v:.3f}" for v in vals) + f" (spread {max(vals) - min(vals):.3f})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    sections = {
+        "scifact-smollm2.json": ("nDCG@10",), "scifact-qwen15-100.json": ("nDCG@10",),
+        "default-smollm2-60.json": ("nDCG@10",), "default-qwen05-60.json": ("nDCG@10",),
+        "hotpot-smollm2.json": ("R@2", "R@5"),
+    }
+    for name, measures in sections.items():
+        if (RES / name).is_file():
+            for m in measures:
+                print(f"### {name} — {m}\n\n{rerank_table(name, m)}\n")
+            s = stability(name)
+            if s:
+                print(s + "\n")
+    for name in sorted(p.name for p in RES.glob("squad-*.json")):
+        print(f"### {name}\n\n{chunk_table(name)}\n")
+    for name in sorted(p.name for p in RES.glob("needle-*.json")):
+        print(f"### {name}\n\n{needle_table(name)}\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
