@@ -209,7 +209,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
                 if not np.all(np.isfinite(scores)):
                     result["status"] = "error"
                     result["reason"] = "non-finite scores"
-    except Exception as exc:  # noqa: BLE001 - reported, never fatal to the run
+    except Exception as exc:
         result["status"] = "oom" if _is_oom(exc) else "error"
         result["reason"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         result["failed_after_s"] = time.perf_counter() - t_start
@@ -224,7 +224,7 @@ def worker_main(spec: str) -> int:
     job = json.loads(spec)
     try:
         res = run_worker(job)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         import traceback
 
         traceback.print_exc()
@@ -279,7 +279,7 @@ def machine_info(device: str) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
         try:
-            import flash_attn  # noqa: F401
+            import flash_attn
 
             info["flash_attn"] = getattr(flash_attn, "__version__", "installed")
         except ImportError:

@@ -21,7 +21,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from local_generator import DEFAULT_GENERATOR, LocalGenerator, answer_prompt, langchain_llm
+from local_generator import DEFAULT_GENERATOR, LocalGenerator, answer_prompt, langchain_llm  # noqa: E402 (the examples folder is not a package)
 
 DEFAULT_QUESTION = "Which treaty brought the First World War to an end?"
 

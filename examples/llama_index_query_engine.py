@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from local_generator import DEFAULT_GENERATOR, LocalGenerator, llama_index_llm
+from local_generator import DEFAULT_GENERATOR, LocalGenerator, llama_index_llm  # noqa: E402 (the examples folder is not a package)
 
 DEFAULT_QUESTION = "Which organ makes the hormone that brings blood sugar down?"
 

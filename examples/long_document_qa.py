@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from local_generator import DEFAULT_GENERATOR, LocalGenerator, answer_prompt
+from local_generator import DEFAULT_GENERATOR, LocalGenerator, answer_prompt  # noqa: E402 (the examples folder is not a package)
 
 BUNDLED = HERE / "data" / "lighthouses.txt"
 BUNDLED_QUESTION = "Which engineer built the granite lighthouse whose upper part was rebuilt on Plymouth Hoe?"

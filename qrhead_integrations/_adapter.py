@@ -15,7 +15,9 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from typing_extensions import Self
 
 from .engine.heads import HeadSet, parse_head_list
 from .engine.scoring import QRHeadScorer
@@ -143,6 +145,59 @@ class ScorerSlot:
         return scorer
 
 
+#: Settings stored in a normal, JSON-friendly form (see :func:`normalize_field`).
+NORMALIZED_FIELDS = ("heads", "model", "dtype", "device")
+
+
+def normalize_field(name: str, value: Any) -> Any:
+    """The stored form of a scorer setting: what a pydantic ``mode="before"`` validator returns."""
+    if name == "heads":
+        return normalize_heads(value)
+    if name == "model":
+        return normalize_model(value)
+    if name == "dtype":
+        return normalize_dtype(value)
+    if name == "device":
+        return None if value is None else str(value)
+    return value
+
+
+A = TypeVar("A", bound="ScorerSettings")
+
+
+class ScorerSettings:
+    """What both framework adapters do with their settings: build (and share) the engine scorer.
+
+    Mixed into pydantic models that declare the :data:`SCORER_FIELDS` as fields and a
+    ``_slot: ScorerSlot = PrivateAttr(default_factory=ScorerSlot)``.
+    """
+
+    _slot: ScorerSlot
+
+    @classmethod
+    def from_scorer(cls, scorer: QRHeadScorer, **kwargs: Any) -> Self:
+        """Wrap an existing scorer (e.g. one built with ``QRHeadScorer.from_model`` on the generator's
+        weights). Its settings become this object's fields; its model is reused, never reloaded."""
+        fields = settings_of_scorer(scorer)
+        fields.update(kwargs)
+        self = cls(**fields)
+        self._slot.pin(scorer, self._settings())
+        return self
+
+    def _settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SCORER_FIELDS}
+
+    @property
+    def scorer(self) -> QRHeadScorer:
+        """The engine scorer for the current settings (loaded on first use, model shared process-wide)."""
+        return self._slot.get(self._settings())
+
+    def load(self) -> Self:
+        """Load the scorer model now instead of on the first query; returns ``self``."""
+        _ = self.scorer
+        return self
+
+
 def settings_of_scorer(scorer: QRHeadScorer) -> dict[str, Any]:
     """Field values that describe ``scorer`` (for ``from_scorer``)."""
     model = scorer.model
@@ -163,14 +218,14 @@ def copy_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     of a returned object are not shared with the caller's; values that cannot be deep-copied are shared."""
     try:
         return copy.deepcopy(metadata)
-    except Exception:  # noqa: BLE001 - e.g. locks or handles stored in metadata
+    except Exception:
         return {key: _copy_value(value) for key, value in metadata.items()}
 
 
 def _copy_value(value: Any) -> Any:
     try:
         return copy.deepcopy(value)
-    except Exception:  # noqa: BLE001 - not copyable: shared
+    except Exception:
         return value
 
 

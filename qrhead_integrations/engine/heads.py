@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 HEADSET_FORMAT = "qrhead-heads/1"
 
@@ -235,7 +235,7 @@ class HeadSet:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
 
 
-HeadSpec = Union[None, str, HeadSet, Sequence[Head], Sequence[str], os.PathLike]
+HeadSpec = None | str | HeadSet | Sequence[Head] | Sequence[str] | os.PathLike
 
 _HEAD_RE = re.compile(r"^\s*(\d+)\s*[-:]\s*(\d+)\s*$")
 

@@ -173,7 +173,7 @@ def map_sharded(
             local[i] = value = fn(i, items[i])
             if on_result is not None:
                 on_result(i, value)
-    except Exception as exc:  # noqa: BLE001 - reported to every process below
+    except Exception as exc:
         if not is_distributed():
             raise
         error = f"rank {rank()}: {type(exc).__name__}: {exc}"

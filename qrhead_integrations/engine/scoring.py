@@ -550,7 +550,7 @@ def _same_passages(a: Sequence[Any], b: Sequence[Any]) -> bool:
         return False
     try:
         return all(x is y or x == y for x, y in zip(a, b))
-    except Exception:  # noqa: BLE001 - exotic objects whose == fails: treat as different
+    except Exception:
         return False
 
 

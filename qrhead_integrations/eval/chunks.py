@@ -21,7 +21,7 @@ from ..engine.heads import HeadSet, resolve_heads
 from ..engine.scoring import QRHeadScorer
 from .data import LongContextDataset
 from .first_stage import BM25, DenseRetriever
-from .masses import Masses, MassCache
+from .masses import MassCache, Masses
 
 
 def split_document(text: str, tokenizer: Any, chunk_tokens: int, chunk_overlap: int = 0

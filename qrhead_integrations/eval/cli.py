@@ -126,7 +126,6 @@ def _head_sets(args: argparse.Namespace, scorer: Any, detected: Any | None) -> d
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
-    from ..engine.heads import HeadSet
     from .masses import collect_masses
     from .rerank import detect_from_masses, format_table, load_rerank_data, run_rerank_experiment, save_result
 

@@ -16,27 +16,25 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.retrievers import BaseRetriever, RetrieverLike
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 from .._adapter import (
     DEFAULTS,
     DESCRIPTIONS,
-    SCORER_FIELDS,
+    NORMALIZED_FIELDS,
+    ScorerSettings,
     ScorerSlot,
     copy_metadata,
     first_stage_scores,
-    normalize_dtype,
-    normalize_heads,
-    normalize_model,
-    settings_of_scorer,
+    normalize_field,
 )
-from ..engine.scoring import QRHeadScorer, RankedPassage
+from ..engine.scoring import RankedPassage
 
 HeadsField = str | list[tuple[int, int]] | None
 RUN_NAME = "QRHeadReranker"
 
 
-class QRHeadReranker(BaseDocumentCompressor):
+class QRHeadReranker(ScorerSettings, BaseDocumentCompressor):
     """Re-rank documents with a language model's query-focused retrieval heads (QRHead).
 
     All documents are scored in one forward pass of the scorer model (windows when they exceed its
@@ -80,48 +78,10 @@ class QRHeadReranker(BaseDocumentCompressor):
 
     _slot: ScorerSlot = PrivateAttr(default_factory=ScorerSlot)
 
-    @field_validator("heads", mode="before")
+    @field_validator(*NORMALIZED_FIELDS, mode="before")
     @classmethod
-    def _heads(cls, value: Any) -> Any:
-        return normalize_heads(value)
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model(cls, value: Any) -> Any:
-        return normalize_model(value)
-
-    @field_validator("dtype", mode="before")
-    @classmethod
-    def _dtype(cls, value: Any) -> Any:
-        return normalize_dtype(value)
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device(cls, value: Any) -> Any:
-        return None if value is None else str(value)
-
-    @classmethod
-    def from_scorer(cls, scorer: QRHeadScorer, **kwargs: Any) -> QRHeadReranker:
-        """Wrap an existing scorer (e.g. ``QRHeadScorer.from_model`` on the generator's weights). Its
-        settings become this object's fields; its model is reused, never reloaded."""
-        fields = settings_of_scorer(scorer)
-        fields.update(kwargs)
-        self = cls(**fields)
-        self._slot.pin(scorer, self._settings())
-        return self
-
-    def _settings(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SCORER_FIELDS}
-
-    @property
-    def scorer(self) -> QRHeadScorer:
-        """The engine scorer for the current settings (loaded on first use, model shared process-wide)."""
-        return self._slot.get(self._settings())
-
-    def load(self) -> QRHeadReranker:
-        """Load the scorer model now instead of on the first query; returns ``self``."""
-        _ = self.scorer
-        return self
+    def _normalize(cls, value: Any, info: ValidationInfo) -> Any:
+        return normalize_field(info.field_name, value)
 
     # --- ranking --------------------------------------------------------------------------------
     def rank(self, documents: Sequence[Document], query: str) -> list[Document]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -15,16 +15,13 @@ from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, Query
 from .._adapter import (
     DEFAULTS,
     DESCRIPTIONS,
-    SCORER_FIELDS,
+    NORMALIZED_FIELDS,
+    ScorerSettings,
     ScorerSlot,
     copy_metadata,
     first_stage_scores,
-    normalize_dtype,
-    normalize_heads,
-    normalize_model,
-    settings_of_scorer,
+    normalize_field,
 )
-from ..engine.scoring import QRHeadScorer
 
 dispatcher = get_dispatcher(__name__)
 
@@ -37,7 +34,7 @@ def copy_node(node: BaseNode, metadata: dict[str, Any], hidden_keys: list[str]) 
     changes (by other postprocessors) cannot reach the original."""
     try:
         new = node.model_copy(deep=True)
-    except Exception:  # noqa: BLE001 - something cannot be deep-copied: copy what we change
+    except Exception:
         new = node.model_copy()
         new.metadata = copy_metadata(node.metadata)
         new.relationships = dict(node.relationships)
@@ -51,7 +48,7 @@ def _union(keys: list[str], more: list[str]) -> list[str]:
     return list(keys) + [k for k in more if k not in keys]
 
 
-class QRHeadRerank(BaseNodePostprocessor):
+class QRHeadRerank(ScorerSettings, BaseNodePostprocessor):
     """Re-rank retrieved nodes with a language model's query-focused retrieval heads (QRHead).
 
     All candidates are scored in one forward pass of the scorer model (windows when they exceed its
@@ -92,52 +89,14 @@ class QRHeadRerank(BaseNodePostprocessor):
 
     _slot: ScorerSlot = PrivateAttr(default_factory=ScorerSlot)
 
-    @field_validator("heads", mode="before")
+    @field_validator(*NORMALIZED_FIELDS, mode="before")
     @classmethod
-    def _heads(cls, value: Any) -> Any:
-        return normalize_heads(value)
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model(cls, value: Any) -> Any:
-        return normalize_model(value)
-
-    @field_validator("dtype", mode="before")
-    @classmethod
-    def _dtype(cls, value: Any) -> Any:
-        return normalize_dtype(value)
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device(cls, value: Any) -> Any:
-        return None if value is None else str(value)
+    def _normalize(cls, value: Any, info: ValidationInfo) -> Any:
+        return normalize_field(info.field_name, value)
 
     @classmethod
     def class_name(cls) -> str:
         return "QRHeadRerank"
-
-    @classmethod
-    def from_scorer(cls, scorer: QRHeadScorer, **kwargs: Any) -> QRHeadRerank:
-        """Wrap an existing scorer (e.g. one built with ``QRHeadScorer.from_model`` on the generator's
-        weights). Its settings become this object's fields; its model is reused, never reloaded."""
-        fields = settings_of_scorer(scorer)
-        fields.update(kwargs)
-        self = cls(**fields)
-        self._slot.pin(scorer, self._settings())
-        return self
-
-    def _settings(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SCORER_FIELDS}
-
-    @property
-    def scorer(self) -> QRHeadScorer:
-        """The engine scorer for the current settings (loaded on first use, model shared process-wide)."""
-        return self._slot.get(self._settings())
-
-    def load(self) -> QRHeadRerank:
-        """Load the scorer model now instead of on the first query; returns ``self``."""
-        _ = self.scorer
-        return self
 
     def _postprocess_nodes(
         self,
