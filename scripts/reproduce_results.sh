@@ -3,7 +3,7 @@
 # Per-query, per-head attention masses are cached under ~/.cache/qrhead-integrations/eval, so re-running
 # a step (e.g. with another head set) only recomputes what is missing.
 #
-#   bash scripts/reproduce_results.sh [step ...]      steps: default needle smollm2 smollm2-fs hotpot squad qwen15
+#   bash scripts/reproduce_results.sh [step ...]      steps: default needle-detect needle smollm2 smollm2-fs hotpot squad qwen15
 #
 # Results (JSON + Markdown) are written to docs/results/.
 set -euo pipefail
@@ -12,7 +12,7 @@ D="${QRHEAD_DATA:-../shared/data}"
 OUT=docs/results
 mkdir -p "$OUT"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(default needle smollm2 smollm2-fs hotpot squad qwen15)
+[ ${#steps[@]} -eq 0 ] && steps=(default needle-detect needle smollm2 smollm2-fs hotpot squad qwen15)
 
 run() { echo "+ $*" >&2; "$@"; }
 
@@ -27,23 +27,29 @@ for step in "${steps[@]}"; do
       --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 1 --no-remedies \
       --retrieval-heads none --out "$OUT/default-qwen05-60.json"
     ;;
-  needle)
-    # Copy-paste retrieval heads (Wu et al.) on pg-essays haystacks, and head-masking accuracy.
+  needle-detect)
+    # Copy-paste retrieval heads (Wu et al.) on pg-essays haystacks (45 trials: 3 lengths x 5 depths x 3
+    # needles); shipped as the registry variant "retrieval" with scripts/ship_head_set.py.
     run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" \
-      --detect-out "$OUT/retrieval-smollm2.heads.json" \
-      --mask none qrhead retrieval random:16:0 random:16:1 random:16:2 --out "$OUT/needle-smollm2.json"
+      --detect-out "$OUT/retrieval-smollm2.heads.json" --out "$OUT/needle-detect-smollm2.json"
+    ;;
+  needle)
+    # Head masking on the same 45 needle trials: no mask, the QRHead set, the retrieval heads, 2 random sets.
+    run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" \
+      --mask none qrhead retrieval random:16:0 random:16:1 --out "$OUT/needle-smollm2.json"
     ;;
   smollm2)
-    # SciFact test, all 300 queries, BM25 top-20, both orders and both placements; heads detected on
-    # 3 disjoint subsets of 64 SciFact train claims (stability) and on their union (the shipped set).
-    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" \
+    # SciFact test, 60 seeded queries (CPU time; the same 60 as every SciFact figure), BM25 top-20, both
+    # orders; heads detected on 3 disjoint subsets of 64 SciFact train claims (stability) and on their
+    # union (the shipped set). Drop --queries for all 300, --no-remedies to add the as_given placement.
+    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" --queries 60 --no-remedies \
       --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 3 \
       --retrieval-heads "$OUT/retrieval-smollm2.heads.json" --out "$OUT/scifact-smollm2.json"
     ;;
   smollm2-fs)
     # Ablation: the same, with heads detected in first-stage order (test passes are cached: only the
     # detection passes run).
-    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" \
+    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/scifact" --queries 60 --no-remedies \
       --detect-data "$D/scifact" --detect-queries 64 --detect-subsets 3 --detect-order first_stage \
       --retrieval-heads "$OUT/retrieval-smollm2.heads.json" --out "$OUT/scifact-smollm2-fsdetect.json"
     ;;
@@ -54,8 +60,9 @@ for step in "${steps[@]}"; do
       --measures R@2 R@5 nDCG@10 --out "$OUT/hotpot-smollm2.json"
     ;;
   squad)
-    # SQuAD articles: whole articles split into 256-token chunks, recall@1/3/5 of evidence chunks.
-    run qrhead eval chunks --model smollm2-135m-instruct --data "$D/squad-articles" --chunk-tokens 256 \
+    # SQuAD articles: whole articles split into 256-token chunks, recall@1/3/5 of evidence chunks
+    # (300 seeded questions; each article is encoded once for all of its questions).
+    run qrhead eval chunks --model smollm2-135m-instruct --data "$D/squad-articles" --chunk-tokens 256 --questions 300 \
       --heads "$OUT/scifact-smollm2.heads.json" --retrieval-heads "$OUT/retrieval-smollm2.heads.json" \
       --max-passage-tokens 512 --out "$OUT/squad-smollm2.json"
     ;;

@@ -30,7 +30,7 @@ def add_eval_parser(sub: Any) -> None:
                    help="candidate order of the detection examples (default shuffled: position and relevance "
                         "decoupled)")
     r.add_argument("--orders", nargs="+", default=["first_stage", "shuffled"], choices=["first_stage", "shuffled"])
-    r.add_argument("--no-remedies", action="store_true", help="skip the as_given placement (position remedies)")
+    r.add_argument("--no-remedies", action="store_true", help="skip the as_given placement (the qrhead-both remedy; qrhead-poscorr needs no extra pass)")
     r.add_argument("--random-seeds", type=int, default=5)
     r.add_argument("--no-dense", action="store_true", help="skip the dense (MiniLM) baseline")
     r.add_argument("--measures", nargs="+", default=["nDCG@10"])

@@ -262,7 +262,7 @@ def run_rerank_experiment(
         distances = {it.qid: prompt_distance(it.qid, len(it.doc_ids), order, "reversed", seed) for it in data.items}
         scores = dict(baseline_scores)
         scores.update(method_scores(data, main, shape.num_heads, resolved, randoms, other,
-                                    detection.prior if detection is not None and remedies else None, distances))
+                                    detection.prior if detection is not None else None, distances))
         result.per_query[order] = evaluate_methods(data, scores, measures)
     result.notes = {
         "head_sets": {k: {"heads": str(v), "name": v.name, "info": dict(v.info)} for k, v in resolved.items()},
