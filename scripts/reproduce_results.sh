@@ -54,8 +54,9 @@ for step in "${steps[@]}"; do
       --retrieval-heads "$OUT/retrieval-smollm2.heads.json" --out "$OUT/scifact-smollm2-fsdetect.json"
     ;;
   hotpot)
-    # HotpotQA-100: each question's own 10 paragraphs (runs/given.trec), heads from SciFact train.
-    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/hotpotqa-100" --run given --depth 10 \
+    # HotpotQA-100: each question's own 10 paragraphs in the data set's order (runs/given.trec has no
+    # scores; --bm25-scores scores them with BM25 for the bm25 baseline and fusion), heads from SciFact train.
+    run qrhead eval rerank --model smollm2-135m-instruct --data "$D/hotpotqa-100" --run given --bm25-scores --depth 10 \
       --heads "$OUT/scifact-smollm2.heads.json" --retrieval-heads "$OUT/retrieval-smollm2.heads.json" \
       --measures R@2 R@5 nDCG@10 --out "$OUT/hotpot-smollm2.json"
     ;;

@@ -82,6 +82,15 @@ def test_bm25_ranks_lexical_match_first():
     assert int(np.argmax(s)) == 2
 
 
+def test_bm25_scores_keep_run_order(beir):
+    plain = load_rerank_data(beir, "test", 6, run="given")
+    data = load_rerank_data(beir, "test", 6, run="given", bm25_scores=True)
+    assert [it.doc_ids for it in data.items] == [it.doc_ids for it in plain.items]  # order untouched
+    item = next(it for it in data.items if it.qid == "2")
+    assert item.doc_ids[int(np.argmax(item.first_stage))] == "d2"  # aspirin doc scores highest
+    assert item.first_stage != plain.items[1].first_stage and "BM25" in data.description
+
+
 def test_metrics_by_hand():
     qrels = {"a": {"x": 1}, "b": {"y": 1}}
     run = {"a": {"x": 2.0, "y": 1.0}, "b": {"x": 2.0, "y": 1.0}}

@@ -21,6 +21,9 @@ def add_eval_parser(sub: Any) -> None:
     r.add_argument("--split", default="test")
     r.add_argument("--depth", type=int, default=20, help="first-stage candidates re-ranked per query")
     r.add_argument("--run", default=None, help="first-stage run in the data set's runs/ (default: BM25)")
+    r.add_argument("--bm25-scores", action="store_true",
+                   help="with --run: keep the run's candidates and order, score them with BM25 over the corpus "
+                        "(the bm25 baseline and fusion), for runs without meaningful scores")
     r.add_argument("--queries", type=int, default=None, help="seeded subset of this many queries (default: all)")
     r.add_argument("--detect-data", default=None, help="BEIR folder whose --detect-split detects the heads")
     r.add_argument("--detect-split", default="train")
@@ -160,7 +163,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
             out_heads.parent.mkdir(parents=True, exist_ok=True)
             detection.head_set.to_json(out_heads)
             print(f"detected {detection.head_set} -> {out_heads}", file=sys.stderr)
-    data = load_rerank_data(args.data, args.split, args.depth, args.queries, args.seed, args.run)
+    data = load_rerank_data(args.data, args.split, args.depth, args.queries, args.seed, args.run,
+                            bm25_scores=args.bm25_scores)
     sets = _head_sets(args, scorer, detection.head_set if detection else None)
     for s in subsets:
         sets[s.head_set.name] = s.head_set

@@ -35,6 +35,25 @@ def beir_candidates(ds: BeirDataset, qids: list[str], depth: int, run: str | Non
     return dict(zip(qids, hits))
 
 
+def bm25_rescore(ds: BeirDataset, cands: dict[str, list[tuple[str, float]]]
+                 ) -> dict[str, list[tuple[str, float]]]:
+    """The same candidates in the same order, scored by BM25 over the whole corpus (0 where no term matches).
+
+    For runs without meaningful scores (e.g. HotpotQA's given paragraphs): the ``bm25`` baseline and the
+    fusion methods then use real BM25 scores while the candidate order handed to the model is unchanged.
+    """
+    from .first_stage import BM25
+
+    bm25 = BM25.from_corpus(ds.corpus)
+    qids = list(cands)
+    hits = bm25.search([ds.queries[q] for q in qids], len(bm25.ids))
+    out = {}
+    for q, h in zip(qids, hits):
+        score = dict(h)
+        out[q] = [(d, float(score.get(d, 0.0))) for d, _ in cands[q]]
+    return out
+
+
 def beir_examples(
     root: str | Path,
     split: str = "train",

@@ -29,7 +29,7 @@ from ..engine.heads import HeadSet, resolve_heads
 from ..engine.prompt import TEMPLATE_VERSION
 from ..engine.scoring import QRHeadScorer
 from .data import BeirDataset
-from .examples import beir_candidates
+from .examples import beir_candidates, bm25_rescore
 from .masses import Candidates, Masses, collect_masses, prompt_distance
 from .metrics import paired_bootstrap, per_query, run_from_scores
 
@@ -45,8 +45,12 @@ class RerankData:
 
 
 def load_rerank_data(root: str | Path, split: str, depth: int, n_queries: int | None = None,
-                     seed: int = 0, run: str | None = None, skip: int = 0) -> RerankData:
-    """Judged queries of ``split`` (all, or a seeded subset) with their top-``depth`` candidates."""
+                     seed: int = 0, run: str | None = None, skip: int = 0, bm25_scores: bool = False
+                     ) -> RerankData:
+    """Judged queries of ``split`` (all, or a seeded subset) with their top-``depth`` candidates.
+
+    ``bm25_scores``: keep the run's candidates and order but score them with BM25 (see :func:`bm25_rescore`).
+    """
     import random
 
     ds = BeirDataset.load(root)
@@ -61,9 +65,13 @@ def load_rerank_data(root: str | Path, split: str, depth: int, n_queries: int | 
         qids = sorted(shuffled[skip: skip + (n_queries or len(qids))], key=lambda q: (len(q), q))
         subset = f"seeded subset (seed {seed}, skip {skip})"
     cands = beir_candidates(ds, qids, depth, run)
+    if bm25_scores:
+        cands = bm25_rescore(ds, cands)
     items = [Candidates(q, ds.queries[q], [d for d, _ in cands[q]], [ds.corpus[d] for d, _ in cands[q]],
                         [s for _, s in cands[q]]) for q in qids if q in cands]
     first = f"run {run}" if run else f"BM25 (bm25s) top-{depth}"
+    if run and bm25_scores:
+        first += " in its own order, BM25 (bm25s, whole corpus) scores for the bm25 baseline and fusion"
     desc = f"{ds.name} {split}: {len(items)} queries ({subset}), {first}"
     return RerankData(ds.name, {q: qrels[q] for q in qids}, items, desc)
 
