@@ -274,7 +274,11 @@ def write_report(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, 
     full_cmd = "python -m benchmarks.speed_memory" + (" --device cuda" if gpu else "")
     lines += ["## How this was produced", "",
               f"- This report: `{data.get('command', '')}` (started {data.get('started', '?')}, "
-              f"{data.get('duration_min', '?')} min).",
+              f"{data.get('duration_min', '?')} min)."]
+    for up in data.get("updates", []):
+        lines += [f"- Re-measured afterwards into the same results ({up['at']}): `{up['command']}`: "
+                  + "; ".join(up["measurements"]) + "."]
+    lines += [
               f"- Full run: `{full_cmd}` (CPU: about 60-85 minutes on 2 cores; a time budget of 85 minutes "
               "(`--budget-minutes`) skips what would not fit and says so; progress is printed per measurement). "
               "It writes this file, the plot next to it and the raw results under `results/benchmarks/`.",

@@ -446,6 +446,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results-dir", default=str(REPO / "results" / "benchmarks"),
                    help="where raw results and per-measurement logs go (default results/benchmarks/)")
     p.add_argument("--report-only", default=None, help="write the report from a saved results JSON, run nothing")
+    p.add_argument("--update", default=None,
+                   help="re-measure the selected (model, length, method) jobs into this saved results JSON, "
+                        "replacing the old measurements, and rewrite its report (the command is recorded)")
     p.add_argument("--dry-run", action="store_true", help="list the measurements and exit")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -477,6 +480,38 @@ def command_line(argv: list[str]) -> str:
     return "python -m benchmarks.speed_memory" + "".join(f" {a}" for a in argv)
 
 
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    job = row.get("job", {})
+    return job.get("model"), job.get("tokens"), job.get("method")
+
+
+def update_run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Re-measure some jobs of a saved run (e.g. after an engine fix) and rewrite its report."""
+    from .report import write_report
+
+    path = Path(args.update)
+    data = json.loads(path.read_text())
+    jobs = build_jobs(args)
+    print(f"{len(jobs)} measurements into {path}", flush=True)
+    runner = Runner(args, path.parent)
+    for n, (job, label) in enumerate(jobs, start=1):
+        res = runner.run(job, f"({n}/{len(jobs)}) {label}")
+        rows = data["results"]
+        idx = next((i for i, r in enumerate(rows) if _key(r) == _key(res)), None)
+        if idx is None:
+            rows.append(res)
+        else:
+            rows[idx] = res
+        path.write_text(json.dumps(data, indent=1))
+    data.setdefault("updates", []).append({"command": command_line(argv),
+                                           "at": _dt.datetime.now().isoformat(timespec="seconds"),
+                                           "measurements": [label for _, label in jobs]})
+    path.write_text(json.dumps(data, indent=1))
+    md, png = write_report(data, args.out_dir, args.report_name)
+    print(f"[{runner.elapsed()}] updated {path}, wrote {md}, {png}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--_worker" in argv:
@@ -493,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         for n, (_, label) in enumerate(build_jobs(args), start=1):
             print(f"({n}) {label}")
         return 0
+    if args.update:
+        return update_run(args, argv)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.results_dir) / f"{args.report_name}-{stamp}{'-quick' if args.quick else ''}"
     run_dir.mkdir(parents=True, exist_ok=True)

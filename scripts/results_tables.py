@@ -114,7 +114,7 @@ def stability(name: str, measure: str = "nDCG@10") -> str:
 
 def main(argv: list[str]) -> None:
     sections = {
-        "scifact-smollm2.json": ("nDCG@10",), "scifact-qwen15-60.json": ("nDCG@10",),
+        "scifact-smollm2.json": ("nDCG@10",), "scifact-qwen15-20.json": ("nDCG@10",),
         "default-smollm2-60.json": ("nDCG@10",), "default-qwen05-60.json": ("nDCG@10",),
         "hotpot-smollm2.json": ("R@2", "R@5"),
     }

@@ -12,6 +12,7 @@ from conftest import load_tokenizer, tiny_model
 from reference import reference_scores
 
 from qrhead_integrations import HeadSetError, QRHeadScorer, RankedPassage
+from qrhead_integrations.engine.prompt import as_passage
 
 HEADS = [(1, 0), (2, 1), (3, 3)]
 PASSAGES = [
@@ -157,6 +158,18 @@ def test_windows_when_prompt_exceeds_budget(model, tok, caplog):
     assert max(sizes) - min(sizes) <= 1
     with pytest.raises(ValueError, match="max_query_tokens"):
         enc.score("a much longer query " * 10)
+
+
+def test_prompt_that_fits_exactly_is_not_split(model, tok):
+    passages = [f"Passage {i} is about topic {i}." for i in range(12)]
+    full = QRHeadScorer.from_model(model, tok, heads=HEADS)
+    exact = len(full._prompt([as_passage(p, i) for i, p in enumerate(passages)], "topic 3"))
+    tight = QRHeadScorer.from_model(model, tok, heads=HEADS, max_context_tokens=exact)
+    assert len(tight.rank("topic 3", passages)[0:1]) == 1
+    np.testing.assert_allclose(tight.score("topic 3", passages), full.score("topic 3", passages), atol=1e-6)
+    assert len({r.window for r in tight.rank("topic 3", passages)}) == 1  # the per-passage margin alone says 2
+    short = QRHeadScorer.from_model(model, tok, heads=HEADS, max_context_tokens=exact - 1)
+    assert len({r.window for r in short.rank("topic 3", passages)}) > 1  # one token less: windows
 
 
 def test_passage_longer_than_context_is_truncated_with_warning(model, tok, caplog):

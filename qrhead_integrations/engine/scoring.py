@@ -464,10 +464,17 @@ class QRHeadScorer:
                     "passage %d does not fit the context budget of %d tokens on its own; "
                     "it was truncated to %d tokens (flagged on its result)", i, budget, keep)
         capture = heads or self.heads
+        null_room = self._token_count(self.null_query)
+        if len(items) > 1 and sum(lengths) > available:
+            # The per-passage estimate (with its margin) says "windows"; the exact prompt may still fit:
+            # measure it before splitting (a prompt a few tokens under the context stays whole).
+            whole = EncodedPassages(self, items, capture, [list(range(len(items)))], truncated, keep_cache,
+                                    query_room)
+            if max(len(w.null_prompt) - null_room + query_room for _, w in whole.windows) <= budget:
+                return whole
         for _ in range(8):
             windows = plan_windows(lengths, available)
             enc = EncodedPassages(self, items, capture, windows, truncated, keep_cache, query_room)
-            null_room = self._token_count(self.null_query)
             longest = max(len(w.null_prompt) - null_room + query_room for _, w in enc.windows)
             if longest <= budget:
                 if len(windows) > 1:
