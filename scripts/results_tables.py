@@ -1,6 +1,7 @@
 """Print the Markdown tables of docs/results.md from the JSON files in docs/results/.
 
-    python scripts/results_tables.py > /tmp/tables.md
+    python scripts/results_tables.py > /tmp/tables.md      # print every table
+    python scripts/results_tables.py --fill docs/results.md  # refresh the tables between the doc's markers
 
 Every number in the tables comes from the result files written by scripts/reproduce_results.sh.
 Differences are paired bootstrap means with 95% intervals (10,000 resamples over queries, seed 0);
@@ -21,7 +22,7 @@ from qrhead_integrations.eval.rerank import load_result
 RES = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 LABELS = {
-    "bm25": "BM25 (first stage)", "dense": "dense (all-MiniLM-L6-v2)", "all-heads": "all heads (ICR)",
+    "bm25": "BM25", "dense": "dense (all-MiniLM-L6-v2)", "all-heads": "all heads (ICR)",
     "random": "random heads (mean of 5 seeds)", "retrieval-heads": "retrieval heads (Wu et al.)",
     "qrhead": "**QRHead (16 heads)**", "qrhead-uncalibrated": "QRHead, no calibration",
     "qrhead+rrf": "QRHead + BM25, reciprocal rank", "qrhead+linear": "QRHead + BM25, linear",
@@ -42,9 +43,12 @@ def rerank_table(name: str, measure: str, baselines: tuple[str, ...] = ("bm25", 
                  methods: list[str] | None = None) -> str:
     r = load_result(RES / name)
     conds = [c for c in COND if c in r.per_query]
+    labels = dict(COND)
+    if "in its own order" in r.data:  # a run without scores (HotpotQA's given paragraphs)
+        labels["first_stage"] = "data set's order"
     head = ["method"]
     for c in conds:
-        head += [f"{measure}, {COND[c]}"] + [f"vs {b}" for b in baselines]
+        head += [f"{measure}, {labels[c]}"] + [f"vs {b}" for b in baselines]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in methods or ORDER:
         if not any(m in r.per_query[c] for c in conds):
@@ -112,23 +116,52 @@ def stability(name: str, measure: str = "nDCG@10") -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> None:
-    sections = {
+def sections() -> dict[str, str]:
+    """Every table, keyed by "<file> — <measure>" (re-ranking) or "<file>" (chunks, needle)."""
+    out: dict[str, str] = {}
+    reranks = {
         "scifact-smollm2.json": ("nDCG@10",), "scifact-qwen15-20.json": ("nDCG@10",),
         "default-smollm2-60.json": ("nDCG@10",), "default-qwen05-60.json": ("nDCG@10",),
         "hotpot-smollm2.json": ("R@2", "R@5"),
     }
-    for name, measures in sections.items():
+    for name, measures in reranks.items():
         if (RES / name).is_file():
             for m in measures:
-                print(f"### {name} — {m}\n\n{rerank_table(name, m)}\n")
+                out[f"{name} — {m}"] = rerank_table(name, m)
             s = stability(name)
             if s:
-                print(s + "\n")
+                out[f"{name} — stability"] = s
     for name in sorted(p.name for p in RES.glob("squad-*.json")):
-        print(f"### {name}\n\n{chunk_table(name)}\n")
+        out[name] = chunk_table(name)
     for name in sorted(p.name for p in RES.glob("needle-*.json")):
-        print(f"### {name}\n\n{needle_table(name)}\n")
+        out[name] = needle_table(name)
+    return out
+
+
+def fill(doc: Path, tables: dict[str, str]) -> None:
+    """Replace the text between ``<!-- table: KEY -->`` and ``<!-- /table -->`` with the current table."""
+    import re
+
+    text = doc.read_text()
+
+    def repl(m: re.Match[str]) -> str:
+        key = m.group(1).strip()
+        if key not in tables:
+            raise SystemExit(f"{doc}: no table {key!r} (have: {', '.join(tables)})")
+        return f"<!-- table: {key} -->\n{tables[key]}\n<!-- /table -->"
+
+    doc.write_text(re.sub(r"<!-- table: (.+?) -->.*?<!-- /table -->", repl, text, flags=re.S))
+
+
+def main(argv: list[str]) -> None:
+    tables = sections()
+    if argv[:1] == ["--fill"]:
+        for path in argv[1:]:
+            fill(Path(path), tables)
+            print(f"filled {path}")
+        return
+    for key, body in tables.items():
+        print(body + "\n" if key.endswith("stability") else f"### {key}\n\n{body}\n")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def test_query_pass_does_not_copy_the_cache(scorer, monkeypatch):
 def test_score_batch_over_windows(monkeypatch):
     """Passages split over several windows: same results, one window's cache alive at a time."""
     tok = load_tokenizer("smollm2")
-    small = QRHeadScorer.from_model(tiny_model("llama", tok, layers=4), tok, heads=HEADS, max_context_tokens=140,
+    small = QRHeadScorer.from_model(tiny_model("llama", tok, layers=4), tok, heads=HEADS, max_context_tokens=130,
                                  max_query_tokens=16)
     passages = DOC + OTHER
     queries = ["closest star?", "highest mountain?"]
