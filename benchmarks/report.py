@@ -285,7 +285,8 @@ def write_report(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, 
               "- Smoke check: `python -m benchmarks.speed_memory --quick` (a few minutes, writes to "
               "`results/benchmarks/quick/`).",
               "- Redo the report from saved results: `python -m benchmarks.speed_memory --report-only "
-              "results/benchmarks/<run>/results.json`.", ""]
+              "results/benchmarks/<run>/results.json` (the raw results of the published CPU report are kept in "
+              "`docs/results/performance-cpu.json`).", ""]
     m = data.get("machine", {})
     threads = next((r["threads"] for r in res.rows if "threads" in r), m.get("torch_threads", "?"))
     lines += ["## Machine", "",

@@ -3,7 +3,7 @@
 # Per-query, per-head attention masses are cached under ~/.cache/qrhead-integrations/eval, so re-running
 # a step (e.g. with another head set) only recomputes what is missing.
 #
-#   bash scripts/reproduce_results.sh [step ...]      steps: default needle-detect needle smollm2 smollm2-fs hotpot squad qwen15
+#   bash scripts/reproduce_results.sh [step ...]      steps: default needle-detect needle needle-4 smollm2 smollm2-fs hotpot squad qwen15
 #
 # Results (JSON + Markdown) are written to docs/results/.
 set -euo pipefail
@@ -12,7 +12,7 @@ D="${QRHEAD_DATA:-../shared/data}"
 OUT=docs/results
 mkdir -p "$OUT"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(default needle-detect needle smollm2 smollm2-fs hotpot squad qwen15)
+[ ${#steps[@]} -eq 0 ] && steps=(default needle-detect needle needle-4 smollm2 smollm2-fs hotpot squad qwen15)
 
 run() { echo "+ $*" >&2; "$@"; }
 
@@ -38,6 +38,12 @@ for step in "${steps[@]}"; do
     # retrieval heads, 16 random heads.
     run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" --lengths 1024 2048 \
       --mask none qrhead retrieval random:16:0 --out "$OUT/needle-smollm2.json"
+    ;;
+  needle-4)
+    # Masking 16 of SmolLM2's 270 heads, even random ones, already breaks it: mask 4 instead (the top 4
+    # QR heads, the top 4 retrieval heads, 2 random sets of 4) on the same 30 trials.
+    run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" --lengths 1024 2048 \
+      --mask 23-2,21-8,17-3,22-7 18-7,17-3,23-2,18-6 random:4:0 random:4:1 --out "$OUT/needle4-smollm2.json"
     ;;
   smollm2)
     # SciFact test, 60 seeded queries (CPU time; the same 60 as every SciFact figure), BM25 top-20, both

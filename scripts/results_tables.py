@@ -92,8 +92,12 @@ def needle_table(name: str) -> str:
     d = json.loads((RES / name).read_text())
     out = ["| heads masked | accuracy |", "|---|---|"]
     for k, v in d["accuracy"].items():
-        label = {"none": "none", "qrhead": "16 QR heads", "retrieval": "16 retrieval heads"}.get(
-            k, k.replace("random:16:", "16 random heads, seed "))
+        label = {"none": "none", "qrhead": "16 QR heads", "retrieval": "16 retrieval heads"}.get(k)
+        if label is None and k.startswith("random:"):
+            _, n, seed = k.split(":")
+            label = f"{n} random heads, seed {seed}"
+        elif label is None:
+            label = f"`{k}`"
         out.append(f"| {label} | {v:.3f} |")
     out.append("")
     out.append(f"{d['model']}: {d['trials']} trials (context {d['lengths']} tokens x depths {d['depths']} x "
@@ -133,7 +137,7 @@ def sections() -> dict[str, str]:
                 out[f"{name} — stability"] = s
     for name in sorted(p.name for p in RES.glob("squad-*.json")):
         out[name] = chunk_table(name)
-    for name in sorted(p.name for p in RES.glob("needle-*.json")):
+    for name in sorted(p.name for p in RES.glob("needle*-*.json")):
         out[name] = needle_table(name)
     return out
 
