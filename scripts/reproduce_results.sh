@@ -75,7 +75,7 @@ for step in "${steps[@]}"; do
       --max-passage-tokens 512 --out "$OUT/squad-smollm2.json"
     ;;
   qwen15)
-    # The strongest model that runs here, bfloat16 on CPU (about 10x the default's cost per query): a seeded
+    # The strongest model that runs here, bfloat16 on CPU (3-4x the default's time per query): a seeded
     # subset of 20 of the default step's 60 SciFact test queries (the same shuffle), heads from 24 SciFact train claims.
     run qrhead eval rerank --model qwen2.5-coder-1.5b-instruct --dtype bfloat16 --data "$D/scifact" --queries 20 \
       --detect-data "$D/scifact" --detect-queries 24 --detect-subsets 1 --no-remedies \
