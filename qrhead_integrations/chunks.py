@@ -238,6 +238,19 @@ def token_counter(counter: Any) -> TokenCounter:
     raise TypeError("count_tokens must be a callable str -> int or a tokenizer with .encode")
 
 
+def check_selection_options(top_k: Any, token_budget: Any, candidate_order: Any) -> None:
+    """The checks :func:`select_chunks` applies to its limits; adapters call it to fail at construction."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
+    if token_budget is not None and (
+        isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
+    ):
+        raise ValueError(f"token_budget must be a positive integer or None, not {token_budget!r}")
+    if candidate_order not in (None, "reversed", "as_given", "both"):
+        raise ValueError("candidate_order must be 'reversed', 'as_given', 'both' or None, "
+                         f"not {candidate_order!r}")
+
+
 def select_chunks(
     scorer: Any,
     query: str,
@@ -265,19 +278,11 @@ def select_chunks(
       keeps the document's reading order; ``"reversed"`` / ``"both"`` as for re-ranking; ``None`` uses
       the scorer's own setting. The caller's scorer is not changed.
     """
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
-    if token_budget is not None and (
-        isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
-    ):
-        raise ValueError(f"token_budget must be a positive integer or None, not {token_budget!r}")
+    check_selection_options(top_k, token_budget, candidate_order)
     if top_k is None and token_budget is None:
         top_k = 5
     overrides: dict[str, Any] = {}
     if candidate_order is not None and candidate_order != getattr(scorer, "candidate_order", candidate_order):
-        if candidate_order not in ("reversed", "as_given", "both"):
-            raise ValueError("candidate_order must be 'reversed', 'as_given', 'both' or None, "
-                             f"not {candidate_order!r}")
         overrides["candidate_order"] = candidate_order
     if first_stage_scores is None and getattr(scorer, "fusion", None) is not None:
         overrides["fusion"] = None  # without a first stage, fusion would mix in the document position

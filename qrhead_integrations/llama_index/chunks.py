@@ -20,7 +20,7 @@ from llama_index.core.schema import (
 )
 
 from .._adapter import copy_metadata
-from ..chunks import Chunk, ChunkSelection, SelectedChunk, locate_chunks, select_chunks
+from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, locate_chunks, select_chunks
 from .base import QRHeadRerank
 
 DocumentLike = BaseNode | str
@@ -80,16 +80,7 @@ class QRHeadChunkRetriever(BaseRetriever):
         self.candidate_order = candidate_order
         self._chunks: list[Chunk] | None = None
         self._chunks_key: tuple | None = None
-        # Fail early on bad limits (same checks as the selection itself).
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
-        if token_budget is not None and (
-            isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
-        ):
-            raise ValueError(f"token_budget must be a positive integer or None, not {token_budget!r}")
-        if candidate_order not in (None, "reversed", "as_given", "both"):
-            raise ValueError("candidate_order must be 'reversed', 'as_given', 'both' or None, "
-                             f"not {candidate_order!r}")
+        check_selection_options(top_k, token_budget, candidate_order)  # fail early, as the selection would
 
     @property
     def text(self) -> str:
