@@ -423,8 +423,11 @@ class QRHeadScorer:
             limit = min(limit, self.max_context_tokens)
         return int(limit)
 
-    def _token_count(self, text: str) -> int:
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as the scorer reads it (special-token text counts as plain text)."""
         return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    _token_count = count_tokens
 
     def _truncate(self, passage: Passage, max_tokens: int) -> tuple[Passage, bool]:
         enc = self.tokenizer(passage.text, add_special_tokens=False, split_special_tokens=True,
