@@ -9,20 +9,22 @@ from ._version import __version__
 from .engine import (
     DEFAULT_MODEL,
     EncodedPassages,
-    HeadScores,
+    HeadMasses,
     HeadSet,
     HeadSetError,
     HeadSetNotFoundError,
     ModelLoadError,
     Passage,
     PromptTemplate,
+    QRHeadError,
     QRHeadScorer,
     RankedPassage,
+    ScoringOptions,
     clear_model_cache,
 )
 
 __all__ = [
-    "DEFAULT_MODEL", "EncodedPassages", "HeadScores", "HeadSet", "HeadSetError", "HeadSetNotFoundError",
-    "ModelLoadError", "Passage", "PromptTemplate", "QRHeadScorer", "RankedPassage", "__version__",
-    "clear_model_cache",
+    "DEFAULT_MODEL", "EncodedPassages", "HeadMasses", "HeadSet", "HeadSetError", "HeadSetNotFoundError",
+    "ModelLoadError", "Passage", "PromptTemplate", "QRHeadError", "QRHeadScorer", "RankedPassage",
+    "ScoringOptions", "__version__", "clear_model_cache",
 ]

@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_eval_parser = None
     if add_eval_parser is not None:
         add_eval_parser(sub)
+    __import__(f"{__package__}.serve.cli", fromlist=["add_serve_parser"]).add_serve_parser(sub)
     return parser
 
 

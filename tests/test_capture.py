@@ -9,7 +9,8 @@ from conftest import load_tokenizer, tiny_model
 from reference import eager_attentions, reference_mass, reference_scores
 
 from qrhead_integrations import HeadSet, QRHeadScorer
-from qrhead_integrations.engine.capture import CapturePlan, LayerHeads, attention_module_ids, capturing, run_until_stop
+from qrhead_integrations.engine.capture import AttentionPass, CapturePlan
+from qrhead_integrations.eval.needle import HeadMaskPass
 from qrhead_integrations.engine.prompt import as_passage, build_prompt
 
 PASSAGES = [
@@ -43,23 +44,19 @@ def test_captured_rows_equal_eager_attentions(family_model):
     family, model, tok = family_model
     prompt = build_prompt(tok, [as_passage(p) for p in PASSAGES], QUERY)
     heads = HeadSet(tuple(_all_heads(model)))
-    plan = CapturePlan(
-        attention_module_ids(model),
-        {l: LayerHeads.build(hs, model.config.num_attention_heads, model.config.num_key_value_heads)
-         for l, hs in heads.layers.items()},
-        order=heads.heads,
-        stop_layer=heads.deepest_layer,
-    )
+    plan = CapturePlan.build(model, heads)
     a, b = prompt.query_span
-    plan.rows = slice(a, b)
-    with torch.no_grad(), capturing(model, plan):
-        run_until_stop(model, plan, input_ids=torch.tensor([list(prompt.input_ids)]), use_cache=False)
+    s = prompt.suffix_start
+    rows = {"query": slice(a, b), "suffix": slice(s, len(prompt))}
+    with torch.no_grad(), AttentionPass(model, plan, rows) as p:
+        p.run(input_ids=torch.tensor([list(prompt.input_ids)]), use_cache=False)
     ref = eager_attentions(model, list(prompt.input_ids))
     for layer in range(model.config.num_hidden_layers):
-        expected = ref[layer][0, :, a:b].float().mean(dim=1)  # [H, K]
-        got = plan.out[layer]
-        assert got.shape == expected.shape
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        for group, (lo, hi) in (("query", (a, b)), ("suffix", (s, len(prompt)))):
+            expected = ref[layer][0, :, lo:hi].float().mean(dim=1)  # [H, K]
+            got = p.masses[group][layer]
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     # the config is restored after the capture
     assert model.config._attn_implementation == "sdpa"
 
@@ -69,7 +66,7 @@ def test_scores_equal_slow_reference(family_model):
     family, model, tok = family_model
     heads = [(1, 0), (1, 3), (0, 2), (2, 1)]
     scorer = QRHeadScorer.from_model(model, tok, heads=heads)
-    hs = scorer.head_scores(QUERY, PASSAGES)
+    hs = scorer.head_masses(QUERY, PASSAGES)
     ref_score, ref_real, ref_null = reference_scores(model, tok, PASSAGES, QUERY, heads)
     np.testing.assert_allclose(hs.real, ref_real, atol=1e-5)
     np.testing.assert_allclose(hs.null, ref_null, atol=1e-5)
@@ -83,7 +80,7 @@ def test_as_given_order_matches_reference(family_model):
     heads = [(0, 1), (2, 2)]
     scorer = QRHeadScorer.from_model(model, tok, heads=heads, candidate_order="as_given")
     real, _ = reference_mass(model, tok, PASSAGES, QUERY, heads, order="as_given")
-    np.testing.assert_allclose(scorer.head_scores(QUERY, PASSAGES, calibrate=False).real, real, atol=1e-5)
+    np.testing.assert_allclose(scorer.with_options(calibrate=False).head_masses(QUERY, PASSAGES).real, real, atol=1e-5)
 
 
 def test_early_exit_gives_identical_scores(family_model):
@@ -92,8 +89,8 @@ def test_early_exit_gives_identical_scores(family_model):
     last = model.config.num_hidden_layers - 1
     shallow = QRHeadScorer.from_model(model, tok, heads=[(1, 0), (1, 2)])
     deep = QRHeadScorer.from_model(model, tok, heads=[(1, 0), (1, 2), (last, 0)])
-    a = shallow.head_scores(QUERY, PASSAGES)
-    b = deep.head_scores(QUERY, PASSAGES)
+    a = shallow.head_masses(QUERY, PASSAGES)
+    b = deep.head_masses(QUERY, PASSAGES)
     np.testing.assert_allclose(a.real, b.real[:2], atol=1e-6)
     np.testing.assert_allclose(a.null, b.null[:2], atol=1e-6)
 
@@ -104,7 +101,7 @@ def test_gqa_heads_sharing_a_kv_head(family_model):
     heads = [(2, 3), (2, 0), (2, 1), (2, 2)]
     scorer = QRHeadScorer.from_model(model, tok, heads=heads)
     real, _ = reference_mass(model, tok, PASSAGES, QUERY, heads)
-    np.testing.assert_allclose(scorer.head_scores(QUERY, PASSAGES, calibrate=False).real, real, atol=1e-5)
+    np.testing.assert_allclose(scorer.with_options(calibrate=False).head_masses(QUERY, PASSAGES).real, real, atol=1e-5)
 
 
 def test_sliding_window_limits_attention():
@@ -112,7 +109,7 @@ def test_sliding_window_limits_attention():
     tok = load_tokenizer("smollm2")
     model = tiny_model("mistral", tok, sliding_window=16)
     scorer = QRHeadScorer.from_model(model, tok, heads=[(0, 0), (1, 1)], candidate_order="as_given")
-    hs = scorer.head_scores(QUERY, PASSAGES, calibrate=False)
+    hs = scorer.with_options(calibrate=False).head_masses(QUERY, PASSAGES)
     real, _ = reference_mass(model, tok, PASSAGES, QUERY, [(0, 0), (1, 1)], order="as_given")
     np.testing.assert_allclose(hs.real, real, atol=1e-5)
     assert hs.real[:, 0].max() == 0.0  # the first passage is outside every query token's window
@@ -133,9 +130,9 @@ def test_head_mask_equals_zeroing_the_heads_slice_before_o_proj():
     model = tiny_model("llama", tok)
     ids = torch.tensor([list(build_prompt(tok, [as_passage(p) for p in PASSAGES], QUERY).input_ids)])
     d = model.config.hidden_size // model.config.num_attention_heads
-    plan = CapturePlan(attention_module_ids(model), {}, mask={1: torch.tensor([2]), 3: torch.tensor([0, 3])})
-    with torch.no_grad(), capturing(model, plan):
-        masked = model(ids).logits
+    plan = CapturePlan.build(model, None)
+    with torch.no_grad(), HeadMaskPass(model, plan, mask=HeadSet(((1, 2), (3, 0), (3, 3)))) as p:
+        masked = p.run(input_ids=ids).logits
     def zero(heads):
         def hook(module, args):
             x = args[0].clone()

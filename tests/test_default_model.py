@@ -30,7 +30,7 @@ def _gold_rank(scorer, heads=None):
         if heads is None:
             scores = scorer.score(item["query"], SET["passages"])
         else:
-            scores = scorer.head_scores(item["query"], SET["passages"], heads=heads).scores()
+            scores = scorer.head_masses(item["query"], SET["passages"], heads=heads).scores()
         order = np.argsort(-np.asarray(scores), kind="stable")
         ranks.append(int(np.nonzero(order == item["gold"])[0][0]) + 1)
     return np.asarray(ranks)

@@ -49,7 +49,7 @@ def model_dir(tmp_path_factory, tok):
 def expected(model_dir):
     scorer = QRHeadScorer.from_pretrained(str(model_dir), heads=HEADS, device="cpu")
     out = {q: scorer.score(q, PASSAGES) for q in QUERIES}
-    out["all"] = scorer.head_scores(QUERIES[0], PASSAGES, heads="all").per_head()
+    out["all"] = scorer.head_masses(QUERIES[0], PASSAGES, heads="all").per_head()
     return out
 
 
@@ -60,7 +60,7 @@ def _check(scorer, expected):
     for q in reversed(QUERIES):
         np.testing.assert_allclose(enc.score(q), expected[q], rtol=0, atol=1e-7)
     # every head of every layer (no early exit: the last layer and the LM head's neighbours run)
-    np.testing.assert_allclose(scorer.head_scores(QUERIES[0], PASSAGES, heads="all").per_head(),
+    np.testing.assert_allclose(scorer.head_masses(QUERIES[0], PASSAGES, heads="all").per_head(),
                                expected["all"], rtol=0, atol=1e-7)
 
 

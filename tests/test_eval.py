@@ -135,7 +135,7 @@ def test_collect_masses_order_and_cache(scorer, tmp_path):
     shuffled = collect_masses(scorer, items, "shuffled", "reversed", cache_root=tmp_path, show_progress=False)
     # masses come back in first-stage order: recompute the shuffled one directly and compare
     perm = shuffle_permutation("q1", 3, 0)
-    direct = scorer.head_scores("vitamin D", [items[0].passages[i] for i in perm], heads="all")
+    direct = scorer.head_masses("vitamin D", [items[0].passages[i] for i in perm], heads="all")
     np.testing.assert_allclose(shuffled["q1"].real[:, perm], direct.real, atol=1e-6)
     assert first["q1"].real.shape == (16, 3)
     assert scorer.candidate_order == "reversed"  # restored

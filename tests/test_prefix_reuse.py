@@ -21,13 +21,16 @@ def scorer():
 
 
 def _count_prefix_forwards(scorer, monkeypatch):
-    calls = []
-    original = scorer._encode_prefix
+    """Count the passages' forwards (every PrefixCache the scorer builds)."""
+    import qrhead_integrations.engine.scoring as scoring
 
-    def counted(prefix, plan):
-        calls.append(len(prefix))
-        return original(prefix, plan)
-    monkeypatch.setattr(scorer, "_encode_prefix", counted)
+    calls = []
+
+    class Counted(scoring.PrefixCache):
+        def __init__(self, model, plan, prefix_ids, device):
+            calls.append(len(prefix_ids))
+            super().__init__(model, plan, prefix_ids, device)
+    monkeypatch.setattr(scoring, "PrefixCache", Counted)
     return calls
 
 
@@ -70,7 +73,7 @@ def test_query_pass_does_not_copy_the_cache(scorer, monkeypatch):
 
     enc = scorer.encode(DOC)
     expected = enc.score("closest star?")
-    cache = enc.windows[0][1].cache
+    cache = enc._caches[0].cache
     prefix = cache.layers[0].keys.shape[-2]
     seen = []
     base = capture._base_function

@@ -12,7 +12,7 @@ from conftest import load_tokenizer, tiny_model
 from reference import reference_scores
 
 from qrhead_integrations import HeadSetError, QRHeadScorer, RankedPassage
-from qrhead_integrations.engine.prompt import as_passage
+from qrhead_integrations.engine.prompt import as_passage, build_prompt
 
 HEADS = [(1, 0), (2, 1), (3, 3)]
 PASSAGES = [
@@ -104,7 +104,7 @@ def test_candidate_orders(model, tok):
     rev = QRHeadScorer.from_model(model, tok, heads=HEADS, candidate_order="reversed")
     given = QRHeadScorer.from_model(model, tok, heads=HEADS, candidate_order="as_given")
     both = QRHeadScorer.from_model(model, tok, heads=HEADS, candidate_order="both")
-    a, b, c = (s.head_scores("closest star?", PASSAGES) for s in (rev, given, both))
+    a, b, c = (s.head_masses("closest star?", PASSAGES) for s in (rev, given, both))
     assert not np.allclose(a.real, b.real)
     np.testing.assert_allclose(c.real, (a.real + b.real) / 2, atol=1e-9)
     np.testing.assert_allclose(c.null, (a.null + b.null) / 2, atol=1e-9)
@@ -114,7 +114,7 @@ def test_candidate_orders(model, tok):
 
 def test_no_calibration(model, tok):
     s = QRHeadScorer.from_model(model, tok, heads=HEADS, calibrate=False)
-    hs = s.head_scores("closest star?", PASSAGES)
+    hs = s.head_masses("closest star?", PASSAGES)
     assert hs.null is None
     np.testing.assert_allclose(s.score("closest star?", PASSAGES), hs.real.mean(axis=0))
     assert all(v >= 0 for v in s.score("closest star?", PASSAGES))
@@ -145,8 +145,8 @@ def test_windows_when_prompt_exceeds_budget(model, tok, caplog):
     s = QRHeadScorer.from_model(model, tok, heads=HEADS, max_context_tokens=300, max_query_tokens=32)
     enc = s.encode(many)
     assert len(enc.windows) > 1
-    for _, w in enc.windows:  # every window's prompt fits the budget, with room for a query
-        assert len(w.null_prompt) - s._token_count("N/A") + s.max_query_tokens <= 300 + 8
+    for w in enc.windows:  # every window's prompt fits the budget, with room for a query
+        assert len(w.null_prompt) - s.count_tokens("N/A") + s.max_query_tokens <= 300
     with caplog.at_level(logging.INFO, logger="qrhead_integrations"):
         ranked = s.rank("topic 3", many)
     assert sorted(r.index for r in ranked) == list(range(40))
@@ -163,7 +163,7 @@ def test_windows_when_prompt_exceeds_budget(model, tok, caplog):
 def test_prompt_that_fits_exactly_is_not_split(model, tok):
     passages = [f"Passage {i} is about topic {i}." for i in range(12)]
     full = QRHeadScorer.from_model(model, tok, heads=HEADS)
-    exact = len(full._prompt([as_passage(p, i) for i, p in enumerate(passages)], "topic 3"))
+    exact = len(build_prompt(tok, [as_passage(p, i) for i, p in enumerate(passages)][::-1], "topic 3"))
     tight = QRHeadScorer.from_model(model, tok, heads=HEADS, max_context_tokens=exact)
     assert len(tight.rank("topic 3", passages)[0:1]) == 1
     np.testing.assert_allclose(tight.score("topic 3", passages), full.score("topic 3", passages), atol=1e-6)

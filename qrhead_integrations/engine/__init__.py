@@ -1,14 +1,19 @@
-"""The framework-free engine: model loading, prompt and spans, attention capture, scoring, head sets."""
+"""The framework-free engine: model loading, prompt and layout, attention capture, scoring, head sets."""
 
+from .aggregate import HeadMasses
+from .errors import ContextBudgetError, QRHeadError, QRHeadRuntimeError, QRHeadTypeError, QRHeadValueError
 from .heads import HeadSet, HeadSetError, HeadSetNotFoundError, ModelShape, registered_head_sets, resolve_heads
 from .loading import ModelLoadError, clear_model_cache, load_model
+from .options import ScoringOptions, option_specs
 from .packaged import DEFAULT_MODEL, PACKAGED_MODELS, PackagedModelError
-from .prompt import DEFAULT_TEMPLATE, Passage, PromptTemplate
-from .scoring import EncodedPassages, HeadScores, QRHeadScorer, RankedPassage
+from .prompt import DEFAULT_TEMPLATE, Passage, PromptTemplate, SpanError, reference_template
+from .ranking import RankedPassage
+from .scoring import EncodedPassages, QRHeadScorer
 
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_TEMPLATE", "PACKAGED_MODELS", "EncodedPassages", "HeadScores", "HeadSet",
-    "HeadSetError", "HeadSetNotFoundError", "ModelLoadError", "ModelShape", "PackagedModelError", "Passage",
-    "PromptTemplate", "QRHeadScorer", "RankedPassage", "clear_model_cache", "load_model",
-    "registered_head_sets", "resolve_heads",
+    "DEFAULT_MODEL", "DEFAULT_TEMPLATE", "PACKAGED_MODELS", "ContextBudgetError", "EncodedPassages", "HeadMasses",
+    "HeadSet", "HeadSetError", "HeadSetNotFoundError", "ModelLoadError", "ModelShape", "PackagedModelError",
+    "Passage", "PromptTemplate", "QRHeadError", "QRHeadRuntimeError", "QRHeadScorer", "QRHeadTypeError",
+    "QRHeadValueError", "RankedPassage", "ScoringOptions", "SpanError", "clear_model_cache", "load_model",
+    "option_specs", "reference_template", "registered_head_sets", "resolve_heads",
 ]

@@ -1,33 +1,43 @@
-"""Capture the attention of selected heads through transformers' attention interface.
+"""Read selected heads' attention through transformers' attention interface.
 
-No modeling code is copied: a wrapper is registered with ``AttentionInterface`` (and the matching
-mask function with ``AttentionMaskInterface``) under ``qrhead_<base>``, where ``<base>`` is the
-implementation the model already uses (``sdpa``, ``flash_attention_2``, ``eager``...). While a
-:func:`capturing` context is active, the model's configs point at the wrapper; outside it they are
+No modeling code is copied: a wrapper is registered with ``AttentionInterface`` (and the matching mask
+function with ``AttentionMaskInterface``) under ``qrhead_<base>``, where ``<base>`` is the
+implementation the model already uses (``sdpa``, ``flash_attention_2``, ``eager``...). While an
+:class:`AttentionPass` is active, the model's configs point at the wrapper; outside it they are
 restored, so a caller's model (for example a generator shared through ``from_model``) is left as it was.
 
-Inside the wrapper the model's own attention output is always computed by the base implementation.
-Only for layers that hold selected heads, and only for those heads and for the query rows of the
-current forward, the softmax over all keys is recomputed in float32 (keys of a grouped-query head
-are read from their shared KV head, never repeated). The result kept per layer is the attention
-averaged over the query rows, one value per key: O(heads x keys) memory. After the deepest selected
-layer the forward is stopped by an exception, so later layers and the LM head never run.
+Two objects, kvpress style:
+
+- :class:`CapturePlan` (immutable, built once per head set): which attention modules and heads to read
+  and after which layer the forward may stop.
+- :class:`AttentionPass` (one per forward, a context manager): what happens at each attention call. The
+  default records, for each named group of query rows, the selected heads' post-softmax attention
+  averaged over the group's rows, one value per key: ``masses[group][layer]`` is ``[heads, keys]``
+  (O(heads x keys) memory). Subclasses (e.g. the needle experiments in ``eval``) override
+  :meth:`AttentionPass.on_attention` / :meth:`AttentionPass.on_output`.
+
+Inside the wrapper the model's own attention output is always computed by the base implementation. For
+the selected heads only, and only for the captured rows, the softmax over all keys is recomputed in
+float32 (keys of a grouped-query head are read from their shared KV head, never repeated). After the
+plan's stop layer the forward is stopped by an exception, so later layers and the LM head never run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import sys
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+from .errors import QRHeadRuntimeError, QRHeadValueError
+from .heads import Head, HeadSet
 
 WRAPPER_PREFIX = "qrhead_"
 
@@ -36,7 +46,7 @@ class StopForward(Exception):
     """Raised inside the forward once the deepest layer that matters has run."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerHeads:
     """Selected heads of one layer, grouped by the KV head they read."""
 
@@ -50,32 +60,124 @@ class LayerHeads:
         for pos, h in enumerate(heads):
             by_kv.setdefault(h // per_kv, []).append((pos, h))
         groups = tuple(
-            (
-                kv,
-                torch.tensor([p for p, _ in items], dtype=torch.long),
-                torch.tensor([h for _, h in items], dtype=torch.long),
-            )
+            (kv, torch.tensor([p for p, _ in items], dtype=torch.long), torch.tensor([h for _, h in items], dtype=torch.long))
             for kv, items in sorted(by_kv.items())
         )
         return cls(tuple(heads), groups)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CapturePlan:
-    """What the wrapper does during one forward of one model."""
+    """Which heads of which attention modules to read, and where the forward may stop. Immutable."""
 
     module_ids: frozenset[int]
-    layers: dict[int, LayerHeads]
-    order: tuple[tuple[int, int], ...] = ()  # (layer, head) order of the rows handed back
+    layers: Mapping[int, LayerHeads]
+    order: tuple[Head, ...] = ()  # (layer, head) order of the rows handed back
     stop_layer: int | None = None
-    rows: slice | None = None  # query rows (of this forward's tokens) to capture; None: capture nothing
-    out: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [heads, keys] float32
-    reached_stop: bool = False
-    reduce: str = "mean"  # "mean": attention averaged over rows; "argmax": most attended key per row
-    mask: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> heads whose output is zeroed
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, heads: HeadSet | None, *, stop_early: bool = True,
+              module_ids: frozenset[int] | None = None) -> CapturePlan:
+        """A plan reading ``heads`` of ``model`` (None: read nothing, run the whole model)."""
+        ids = module_ids if module_ids is not None else attention_module_ids(model)
+        if heads is None:
+            return cls(ids, {}, (), None)
+        text = model.config.get_text_config()
+        num_heads = text.num_attention_heads
+        num_kv = getattr(text, "num_key_value_heads", None) or num_heads
+        layers = {layer: LayerHeads.build(hs, num_heads, num_kv) for layer, hs in heads.layers.items()}
+        return cls(ids, layers, heads.heads, heads.deepest_layer if stop_early else None)
+
+    def stack(self, per_layer: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """Per-layer ``[heads_of_layer, ...]`` results stacked in the plan's (layer, head) order."""
+        index = {}
+        for layer, lh in self.layers.items():
+            for pos, head in enumerate(lh.heads):
+                index[(layer, head)] = (layer, pos)
+        rows = [per_layer[layer][pos] for layer, pos in (index[h] for h in self.order)]
+        return torch.stack(rows)
 
 
-_ACTIVE: contextvars.ContextVar[CapturePlan | None] = contextvars.ContextVar("qrhead_plan", default=None)
+_ACTIVE: contextvars.ContextVar[AttentionPass | None] = contextvars.ContextVar("qrhead_pass", default=None)
+
+
+class AttentionPass:
+    """One forward of one model with the attention wrapper active (use as a context manager).
+
+    ``rows`` maps group names to slices of this forward's tokens (the query rows); for each group the
+    pass records the selected heads' attention averaged over its rows in ``masses[group][layer]``
+    (``[heads_of_layer, keys]``, float32, keys = every cached and new position). ``rows=None`` records
+    nothing (e.g. encoding a prefix). The model's lock is held while the pass is active, so passes on one
+    model run one at a time.
+    """
+
+    def __init__(self, model: torch.nn.Module, plan: CapturePlan, rows: Mapping[str, slice] | None = None):
+        self.model = model
+        self.plan = plan
+        self.rows = dict(rows) if rows else None
+        self.masses: dict[str, dict[int, torch.Tensor]] = {g: {} for g in (self.rows or {})}
+        self.reached_stop = False
+        self._saved: list[tuple[Any, Any]] = []
+        self._token: contextvars.Token | None = None
+        self._lock = model_lock(model)
+
+    def reset(self) -> None:
+        """Forget what earlier forwards of this pass recorded (for passes reused over decoding steps)."""
+        self.masses = {g: {} for g in (self.rows or {})}
+
+    # --- hooks ---------------------------------------------------------------------------------
+    def on_attention(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
+                     attention_mask: Any, kwargs: dict[str, Any]) -> None:
+        """Called at each attention call of a plan module, before the output is computed."""
+        selected = self.plan.layers.get(layer)
+        if selected is not None and self.rows is not None:
+            out = head_attention(module, query, key, attention_mask, self.rows, selected, kwargs)
+            for group, value in out.items():
+                self.masses[group][layer] = value
+
+    def on_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+        """Called with a layer's attention output ``[batch, tokens, heads, head_dim]``; may change it."""
+        return output
+
+    # --- running -------------------------------------------------------------------------------
+    def __enter__(self) -> AttentionPass:
+        self._lock.acquire()
+        try:
+            self._saved = [(cfg, cfg._attn_implementation_internal) for cfg in _configs_of(self.model)]
+            for cfg, impl in self._saved:
+                if not isinstance(impl, dict):
+                    cfg._attn_implementation_internal = wrapper_name(impl)
+            self._token = _ACTIVE.set(self)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for cfg, impl in self._saved:
+            cfg._attn_implementation_internal = impl
+        self._saved = []
+        if self._token is not None:
+            _ACTIVE.reset(self._token)
+            self._token = None
+        self._lock.release()
+
+    def run(self, **inputs: Any) -> Any:
+        """Run the model on ``inputs`` until the plan's stop layer (or to the end if it has none)."""
+        self.reached_stop = False
+        try:
+            out = self.model(**inputs)
+        except StopForward:
+            _offload_interrupted(self.model)
+            return None
+        if self.plan.stop_layer is not None and not self.reached_stop:
+            raise QRHeadRuntimeError(
+                f"the forward never reached layer {self.plan.stop_layer}: the model's attention modules "
+                "did not call the attention interface")
+        return out
 
 
 def _base_function(name: str, module: torch.nn.Module):
@@ -88,24 +190,17 @@ def _base_function(name: str, module: torch.nn.Module):
 
 def _make_wrapper(base: str):
     def qrhead_attention(module, query, key, value, attention_mask, **kwargs):
-        plan = _ACTIVE.get()
-        if plan is None or id(module) not in plan.module_ids:
+        active = _ACTIVE.get()
+        if active is None or id(module) not in active.plan.module_ids:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
         layer = module.layer_idx
-        selected = plan.layers.get(layer)
-        if selected is not None and plan.rows is not None:
-            plan.out[layer] = head_attention_rows(
-                module, query, key, attention_mask, plan.rows, selected, kwargs, plan.reduce
-            )
-        if plan.stop_layer is not None and layer >= plan.stop_layer:
-            plan.reached_stop = True
+        active.on_attention(module, layer, query, key, attention_mask, kwargs)
+        stop = active.plan.stop_layer
+        if stop is not None and layer >= stop:
+            active.reached_stop = True
             raise StopForward
         output, weights = _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
-        masked = plan.mask.get(layer)
-        if masked is not None:  # output is [batch, tokens, heads, head_dim]
-            output = output.clone()
-            output[:, :, masked.to(output.device)] = 0
-        return output, weights
+        return active.on_output(layer, output), weights
 
     qrhead_attention.__name__ = f"qrhead_attention_{base}"
     return qrhead_attention
@@ -122,10 +217,11 @@ def wrapper_name(base: str | None) -> str:
     if base.startswith("paged|"):
         base = base.removeprefix("paged|")
     if base != "eager" and base not in ALL_ATTENTION_FUNCTIONS:
-        raise ValueError(f"attention implementation {base!r} is not registered in transformers")
+        raise QRHeadValueError(f"attention implementation {base!r} is not registered in transformers "
+                               f"(known: eager, {', '.join(ALL_ATTENTION_FUNCTIONS.valid_keys())})")
     name = f"{WRAPPER_PREFIX}{base}"
     with _REGISTER_LOCK:
-        if name not in AttentionInterface._global_mapping:
+        if name not in ALL_ATTENTION_FUNCTIONS:
             AttentionInterface.register(name, _make_wrapper(base))
             if base in ALL_MASK_ATTENTION_FUNCTIONS:
                 mask = ALL_MASK_ATTENTION_FUNCTIONS[base]
@@ -137,40 +233,37 @@ def wrapper_name(base: str | None) -> str:
     return name
 
 
-def head_attention_rows(
+def head_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     attention_mask: Any,
-    rows: slice,
+    rows: Mapping[str, slice],
     selected: LayerHeads,
     kwargs: dict[str, Any],
-    reduce: str = "mean",
-) -> torch.Tensor:
-    """Post-softmax attention of the selected heads, averaged over ``rows``: ``[heads, keys]``.
-
-    With ``reduce="argmax"``: the index of the most attended key for each row, ``[heads, rows]``.
+) -> dict[str, torch.Tensor]:
+    """Post-softmax attention of the selected heads, averaged over each group's rows: ``[heads, keys]``.
 
     ``query`` is ``[1, H, Q, D]`` (after RoPE), ``key`` is ``[1, KV, K, D]`` with the cached keys
-    included; the last ``Q`` keys belong to this forward's tokens.
+    included; the last ``Q`` keys belong to this forward's tokens. The softmax is computed once for the
+    union of the groups' rows.
     """
     if query.shape[0] != 1:
-        raise ValueError("attention capture supports batch size 1")
+        raise QRHeadValueError("attention capture supports batch size 1")
     q_len, n_keys = query.shape[2], key.shape[2]
-    q = query[0, :, rows]  # [H, R, D]
+    bounds = {g: range(q_len)[s] for g, s in rows.items()}
+    lo = min(r.start for r in bounds.values())
+    hi = max(r.stop for r in bounds.values())
+    span = slice(lo, hi)
+    q = query[0, :, span]  # [H, R, D]
     n_rows = q.shape[1]
     scaling = kwargs.get("scaling")
     if scaling is None:
         scaling = getattr(module, "scaling", query.shape[-1] ** -0.5)
     softcap = kwargs.get("softcap")
     sinks = kwargs.get("s_aux")
-
-    keep, additive = _row_mask(module, attention_mask, rows, q_len, n_keys, n_rows, query.device)
-
-    if reduce == "argmax":
-        out = torch.empty((len(selected.heads), n_rows), dtype=torch.long, device=query.device)
-    else:
-        out = torch.empty((len(selected.heads), n_keys), dtype=torch.float32, device=query.device)
+    keep, additive = _row_mask(module, attention_mask, span, q_len, n_keys, n_rows, query.device)
+    out = {g: torch.empty((len(selected.heads), n_keys), dtype=torch.float32, device=query.device) for g in rows}
     for kv_head, out_pos, q_heads in selected.groups:
         qh = q.index_select(0, q_heads.to(q.device)).float()  # [n, R, D]
         k = key[0, kv_head].float()  # [K, D]
@@ -187,7 +280,8 @@ def head_attention_rows(
             probs = torch.softmax(torch.cat([logits, sink], dim=-1), dim=-1)[..., :-1]
         else:
             probs = torch.softmax(logits, dim=-1)
-        out[out_pos.to(out.device)] = probs.argmax(dim=-1) if reduce == "argmax" else probs.mean(dim=1)
+        for group, r in bounds.items():
+            out[group][out_pos.to(query.device)] = probs[:, r.start - lo: r.stop - lo].mean(dim=1)
     return out
 
 
@@ -244,7 +338,7 @@ def attention_module_ids(model: torch.nn.Module) -> frozenset[int]:
         and any(hasattr(m, p) for p in ("q_proj", "qkv_proj", "query_key_value", "c_attn", "Wqkv", "query"))
     )
     if not ids:
-        raise ValueError(
+        raise QRHeadValueError(
             f"{type(model).__name__}: no attention modules with a layer index found; "
             "this architecture does not use transformers' attention interface"
         )
@@ -256,46 +350,12 @@ _MODEL_LOCKS_GUARD = threading.Lock()
 
 
 def model_lock(model: torch.nn.Module) -> threading.RLock:
-    """One re-entrant lock per model object: captures on one model run one at a time."""
+    """One re-entrant lock per model object: passes (and cache runs) on one model run one at a time."""
     with _MODEL_LOCKS_GUARD:
         lock = _MODEL_LOCKS.get(model)
         if lock is None:
             lock = _MODEL_LOCKS[model] = threading.RLock()
         return lock
-
-
-@contextlib.contextmanager
-def capturing(model: torch.nn.Module, plan: CapturePlan) -> Iterator[CapturePlan]:
-    """Route ``model``'s attention through the wrapper and activate ``plan`` for this context."""
-    with model_lock(model):
-        configs = _configs_of(model)
-        saved = [(cfg, cfg._attn_implementation_internal) for cfg in configs]
-        token = _ACTIVE.set(plan)
-        try:
-            for cfg, impl in saved:
-                if isinstance(impl, dict):
-                    continue
-                cfg._attn_implementation_internal = wrapper_name(impl)
-            yield plan
-        finally:
-            for cfg, impl in saved:
-                cfg._attn_implementation_internal = impl
-            _ACTIVE.reset(token)
-
-
-def run_until_stop(model: torch.nn.Module, plan: CapturePlan, **inputs: Any) -> None:
-    """Run ``model`` on ``inputs`` until the plan's stop layer (or to the end if it has none)."""
-    plan.reached_stop = False
-    try:
-        model(**inputs)
-    except StopForward:
-        _offload_interrupted(model)
-        return
-    if plan.stop_layer is not None and not plan.reached_stop:
-        raise RuntimeError(
-            f"the forward never reached layer {plan.stop_layer}: the model's attention modules "
-            "did not call the attention interface"
-        )
 
 
 def _offload_interrupted(model: torch.nn.Module) -> None:

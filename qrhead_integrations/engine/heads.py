@@ -17,12 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import QRHeadValueError
+
 HEADSET_FORMAT = "qrhead-heads/1"
 
 Head = tuple[int, int]
 
 
-class HeadSetError(ValueError):
+class HeadSetError(QRHeadValueError):
     """A head specification is malformed or does not fit the model."""
 
 
@@ -57,8 +59,10 @@ class ModelShape:
 class HeadSet:
     """An ordered set of attention heads, best first, with where it came from.
 
-    ``scores`` (optional) holds each selected head's detection score, ``head_scores`` the full
-    layers x heads score matrix of a detection run, ``info`` free-form provenance (data, size, method).
+    ``scores`` (optional) holds each selected head's detection score, ``detection_scores`` the full
+    layers x heads score matrix of a detection run, ``weights`` (optional) non-negative weights of the
+    selected heads fitted on the detection examples (None: every head counts the same), ``info``
+    free-form provenance (data, size, method, scoring variant).
     """
 
     heads: tuple[Head, ...]
@@ -66,8 +70,9 @@ class HeadSet:
     model: str | None = None
     shape: ModelShape | None = None
     scores: tuple[float, ...] | None = None
-    head_scores: tuple[tuple[float, ...], ...] | None = None
+    detection_scores: tuple[tuple[float, ...], ...] | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         heads = tuple((int(layer), int(head)) for layer, head in self.heads)
@@ -82,6 +87,13 @@ class HeadSet:
         object.__setattr__(self, "heads", heads)
         if self.scores is not None and len(self.scores) != len(heads):
             raise HeadSetError("scores must have one value per head")
+        if self.weights is not None:
+            weights = tuple(float(w) for w in self.weights)
+            if len(weights) != len(heads):
+                raise HeadSetError("weights must have one value per head")
+            if any(not w >= 0 for w in weights) or not sum(weights) > 0:
+                raise HeadSetError("head weights must be non-negative numbers with a positive sum")
+            object.__setattr__(self, "weights", weights)
         if self.shape is not None:
             self.validate(self.shape)
 
@@ -121,8 +133,9 @@ class HeadSet:
             model=self.model,
             shape=self.shape,
             scores=self.scores[:k] if self.scores else None,
-            head_scores=self.head_scores,
+            detection_scores=self.detection_scores,
             info=self.info,
+            weights=self.weights[:k] if self.weights else None,
         )
 
     # --- validation -----------------------------------------------------------------------------
@@ -187,17 +200,18 @@ class HeadSet:
             shape = ModelShape(
                 int(data["num_layers"]), int(data["num_heads"]), data.get("num_kv_heads")
             )
-        head_scores = data.get("head_scores")
+        head_scores = data.get("detection_scores", data.get("head_scores"))
         return cls(
             tuple(heads),
             name=str(data.get("name", "custom")),
             model=data.get("model"),
             shape=shape,
             scores=tuple(float(s) for s in data["scores"]) if data.get("scores") else None,
-            head_scores=tuple(tuple(float(v) for v in row) for row in head_scores)
+            detection_scores=tuple(tuple(float(v) for v in row) for row in head_scores)
             if head_scores
             else None,
             info=dict(data.get("info", {})),
+            weights=tuple(float(w) for w in data["weights"]) if data.get("weights") else None,
         )
 
     @classmethod
@@ -225,8 +239,10 @@ class HeadSet:
             )
         if self.scores is not None:
             out["scores"] = list(self.scores)
-        if self.head_scores is not None:
-            out["head_scores"] = [list(r) for r in self.head_scores]
+        if self.weights is not None:
+            out["weights"] = list(self.weights)
+        if self.detection_scores is not None:
+            out["detection_scores"] = [list(r) for r in self.detection_scores]
         if self.info:
             out["info"] = dict(self.info)
         return out

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .errors import QRHeadRuntimeError
 from .packaged import DEFAULT_MODEL, PackagedModel, packaged_model
 
 logger = logging.getLogger("qrhead_integrations")
@@ -28,7 +29,7 @@ logger = logging.getLogger("qrhead_integrations")
 CONVERSION_MARKER = "qrhead-conversion.json"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(QRHeadRuntimeError):
     """A model could not be found or loaded."""
 
 

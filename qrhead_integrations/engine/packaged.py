@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import QRHeadRuntimeError
 
-class PackagedModelError(RuntimeError):
+
+class PackagedModelError(QRHeadRuntimeError):
     """A packaged model is not installed or its file does not match the pinned hash."""
 
 

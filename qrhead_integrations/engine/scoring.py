@@ -2,195 +2,181 @@
 
 For a query q and passages d_1..d_N in one prompt, head h gives passage i the attention mass
 ``mean over q's tokens of sum over d_i's tokens`` of its post-softmax attention. A passage's score is
-the mean of that mass over the selected heads, minus the same mass for the null query "N/A"
+the (weighted) mean of that mass over the selected heads, minus the same mass for the null query "N/A"
 (calibration). The passages' prompt prefix is encoded once into a KV cache; the real and the null query
 (and any further query, see :meth:`QRHeadScorer.encode`) run on top of it without changing it.
+
+Data path of ``rank(query, passages)`` (docs/architecture.md): arguments checked -> :func:`~.layout.plan_layout`
+(truncation, windows, prompts; no model yet) -> per window :class:`~.kv.PrefixCache` (the passages'
+forward) -> a query pass and a null pass on it (:class:`~.capture.AttentionPass`) -> per-token masses ->
+:func:`~.aggregate.passage_scores` -> :func:`~.ranking.rank_passages`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from .capture import CapturePlan, LayerHeads, attention_module_ids, capturing, run_until_stop
-from .fusion import FUSIONS, fuse
+from .aggregate import HeadMasses, head_weights, passage_scores, passage_sums, per_head_filtered
+from .capture import CapturePlan
+from .errors import QRHeadTypeError, QRHeadValueError
 from .heads import HeadSet, HeadSpec, ModelShape, config_fingerprint, normalize_model_name, resolve_heads
+from .kv import PrefixCache
+from .layout import Layout, WindowPrompt, plan_layout
 from .loading import input_device, load_model
-from .prompt import (
-    DEFAULT_TEMPLATE,
-    Passage,
-    PromptTemplate,
-    TokenizedPrompt,
-    as_passage,
-    build_prompt,
-)
-from .windows import plan_windows, window_scales
+from .options import OPTION_NAMES, ScoringOptions
+from .prompt import Passage, PromptTemplate, check_passages, resolve_template, safe_tokenizer
+from .ranking import RankedPassage, check_first_stage_scores, check_query, check_top_k, rank_passages
 
 logger = logging.getLogger("qrhead_integrations")
 
-CandidateOrder = Literal["reversed", "as_given", "both"]
-_ORDERS = ("reversed", "as_given", "both")
+__all__ = ["EncodedPassages", "HeadMasses", "QRHeadScorer", "RankedPassage"]
 
-
-@dataclass(frozen=True)
-class RankedPassage:
-    """One passage of a ranking. ``index`` is its position in the caller's input.
-
-    ``score`` is what the ranking is sorted by: the calibrated QRHead score, or the fused score when
-    the scorer fuses with the first stage (then ``qrhead_score`` keeps the QRHead part).
-    """
-
-    index: int
-    score: float
-    rank: int
-    text: str
-    title: str = ""
-    truncated: bool = False
-    window: int = 0
-    qrhead_score: float | None = None
-    first_stage_score: float | None = None
-
-
-@dataclass
-class HeadScores:
-    """Per-head attention mass of every passage, in input order (for analysis, detection, eval).
-
-    ``real`` and ``null`` are ``[len(heads), N]``; ``scale`` is the per-passage window factor.
-    """
-
-    heads: HeadSet
-    real: np.ndarray
-    null: np.ndarray | None
-    scale: np.ndarray
-    truncated: list[bool] = field(default_factory=list)
-    window: list[int] = field(default_factory=list)
-
-    def rows(self, heads: Iterable[tuple[int, int]] | None = None) -> np.ndarray:
-        if heads is None:
-            return np.arange(len(self.heads))
-        pos = {h: i for i, h in enumerate(self.heads.heads)}
-        try:
-            return np.array([pos[tuple(h)] for h in heads], dtype=np.int64)
-        except KeyError as exc:
-            raise ValueError(f"head {exc.args[0]} was not captured") from None
-
-    def per_head(self, calibrate: bool = True) -> np.ndarray:
-        """``[heads, N]`` masses, calibrated (minus the null query's) when asked."""
-        mass = self.real
-        if calibrate:
-            if self.null is None:
-                raise ValueError("these scores were computed without the null query")
-            mass = mass - self.null
-        return mass * self.scale[None, :]
-
-    def scores(self, heads: Iterable[tuple[int, int]] | None = None, calibrate: bool = True) -> np.ndarray:
-        """Mean over ``heads`` (default: all captured heads) of the per-head masses."""
-        return self.per_head(calibrate)[self.rows(heads)].mean(axis=0)
-
-
-class _Window:
-    """Passages of one prompt, with the prefix KV cache that all queries share."""
-
-    def __init__(self, scorer: QRHeadScorer, indices: list[int], passages: list[Passage]):
-        self.scorer = scorer
-        self.indices = indices  # input positions, in prompt order
-        self.passages = passages  # prompt order
-        self.null_prompt = scorer._prompt(passages, scorer.null_query)
-        self.prefix = self.null_prompt.input_ids[: self.null_prompt.suffix_start]
-        self.cache: Any = None
-        self._null_mass: np.ndarray | None = None
-
-    def encode(self, plan: CapturePlan) -> None:
-        self.cache = self.scorer._encode_prefix(self.prefix, plan)
-
-    def release(self) -> None:
-        self.cache = None
-
-    def mass(self, query: str, plan: CapturePlan) -> np.ndarray:
-        """``[heads, n_w]`` attention mass of the capture heads (prompt order) for ``query``."""
-        if query == self.scorer.null_query and self._null_mass is not None:
-            return self._null_mass
-        prompt = self.null_prompt if query == self.scorer.null_query else self.scorer._prompt(self.passages, query)
-        if (
-            prompt.suffix_start != len(self.prefix)
-            or prompt.input_ids[: len(self.prefix)] != self.prefix
-            or prompt.passage_spans != self.null_prompt.passage_spans
-        ):
-            # The tokenizer merged text across the prefix boundary differently for this query:
-            # encode this prompt's own prefix (exact, only slower).
-            logger.debug("prefix differs for this query; encoding it separately")
-            cache = self.scorer._encode_prefix(prompt.input_ids[: prompt.suffix_start], plan)
-            out = self.scorer._query_mass(prompt, cache, plan)
-        else:
-            if self.cache is None:
-                self.encode(plan)
-            out = self.scorer._query_mass(prompt, self.cache, plan)
-        if query == self.scorer.null_query:
-            self._null_mass = out
-        return out
+_KEEP = object()
 
 
 class EncodedPassages:
     """Passages encoded once; score any number of queries against them.
 
-    Returned by :meth:`QRHeadScorer.encode`. Each query costs one short forward (its own tokens and
-    the null query's, the latter once for all queries) over the cached passages.
+    Returned by :meth:`QRHeadScorer.encode`. Each query costs one short forward (its own tokens, and the
+    null query's once for all queries) over the cached passages. Safe to share between threads: queries
+    on one object run one at a time and give the same results as sequential calls.
     """
 
-    def __init__(self, scorer: QRHeadScorer, passages: list[Passage], heads: HeadSet,
-                 windows: list[list[int]], truncated: list[bool], keep_cache: bool = True,
-                 query_room: int | None = None):
+    def __init__(self, scorer: QRHeadScorer, layout: Layout, heads: HeadSet, *, keep_cache: bool = True) -> None:
         self.scorer = scorer
-        self.query_room = query_room  # longest query (tokens) the windows were planned for
-        self.passages = passages
+        self.layout = layout
         self.heads = heads
-        self.truncated = truncated
-        self.plan = scorer._plan(heads)
-        self.scale = np.asarray(window_scales(windows, len(passages)))
-        self.window_of = [0] * len(passages)
         self.keep_cache = keep_cache
-        self._orders = ["reversed", "as_given"] if scorer.candidate_order == "both" else [scorer.candidate_order]
-        self.windows: list[tuple[str, _Window]] = []
-        for order in self._orders:
-            for w, idx in enumerate(windows):
-                for i in idx:
-                    self.window_of[i] = w
-                in_prompt = list(reversed(idx)) if order == "reversed" else list(idx)
-                self.windows.append((order, _Window(scorer, in_prompt, [passages[i] for i in in_prompt])))
+        self.plan = scorer._plan_for(heads)
+        self._caches: dict[int, PrefixCache] = {}
+        self._null: dict[tuple[int, str], np.ndarray] = {}
+        self._lock = threading.RLock()
 
+    # --- views ------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.passages)
+        return len(self.layout)
 
-    def head_scores(self, query: str, calibrate: bool | None = None) -> HeadScores:
-        query = self.scorer._check_query(query)
-        if self.query_room is not None and self.scorer._token_count(query) > self.query_room:
-            raise ValueError(
-                f"query has {self.scorer._token_count(query)} tokens but these passages were encoded "
-                f"with room for {self.query_room} (raise the scorer's max_query_tokens)"
-            )
-        calibrate = self.scorer.calibrate if calibrate is None else calibrate
-        n, h = len(self.passages), len(self.heads)
-        real = np.zeros((h, n))
-        null = np.zeros((h, n)) if calibrate else None
-        for _, window in self.windows:
-            real[:, window.indices] += window.mass(query, self.plan)
-            if null is not None:
-                null[:, window.indices] += window.mass(self.scorer.null_query, self.plan)
-            if not self.keep_cache:
-                window.release()
-        k = len(self._orders)
-        return HeadScores(self.heads, real / k, None if null is None else null / k, self.scale,
-                          list(self.truncated), list(self.window_of))
+    @property
+    def passages(self) -> tuple[Passage, ...]:
+        return self.layout.passages
 
+    @property
+    def truncated(self) -> list[bool]:
+        return list(self.layout.truncated)
+
+    @property
+    def window_of(self) -> list[int]:
+        return list(self.layout.window_of)
+
+    @property
+    def windows(self) -> tuple[WindowPrompt, ...]:
+        return self.layout.prompts
+
+    @property
+    def query_room(self) -> int:
+        return self.layout.query_room
+
+    # --- per-token masses -------------------------------------------------------------------------
+    def _cache(self, k: int, wp: WindowPrompt) -> PrefixCache:
+        cache = self._caches.get(k)
+        if cache is None:
+            s = self.scorer
+            cache = PrefixCache(s.model, self.plan, wp.null_prompt.prefix, s._device)
+            if self.keep_cache:
+                self._caches[k] = cache
+        return cache
+
+    def _pass(self, cache: PrefixCache, wp: WindowPrompt, query: str, groups: Sequence[str]) -> dict[str, np.ndarray]:
+        """``group -> [heads, prefix_len]`` token masses of one window for ``query``."""
+        s = self.scorer
+        prompt = wp.prompt(s.tokenizer, query, s.prompt_template, s.options.null_query)
+        start = prompt.suffix_start
+        if prompt.prefix != wp.null_prompt.prefix:
+            # The tokenizer merged text across the prefix boundary differently for this query: encode
+            # this prompt's own prefix (exact, only slower).
+            logger.debug("prefix differs for this query; encoding it separately")
+            cache = PrefixCache(s.model, self.plan, prompt.prefix, s._device)
+        q0, q1 = prompt.query_span
+        rows = {"query": slice(q0 - start, q1 - start), "suffix": slice(0, len(prompt) - start)}
+        done = cache.run(prompt.suffix, {g: rows[g] for g in groups})
+        return {g: _prefix_masses(self.plan, done.masses[g], len(prompt), start) for g in groups}
+
+    def token_masses(self, query: str, groups: Sequence[str] | None = None
+                     ) -> list[tuple[WindowPrompt, dict[str, tuple[np.ndarray, np.ndarray | None]]]]:
+        """Per window: ``group -> (real, null)`` per-token masses ``[heads, prefix_len]`` of the captured
+        heads (the analysis view; ``null`` is None without calibration). ``groups``: row sets to read
+        (default: the scorer's ``query_rows``)."""
+        query = check_query(query)
+        self._check_room(query)
+        s = self.scorer
+        groups = tuple(groups or (s.options.query_rows,))
+        out = []
+        with self._lock:
+            for k, wp in enumerate(self.layout.prompts):
+                cache = self._cache(k, wp)
+                real = self._pass(cache, wp, query, groups)
+                null: dict[str, np.ndarray | None] = {g: None for g in groups}
+                if s.options.calibrate:
+                    missing = [g for g in groups if (k, g) not in self._null]
+                    if missing:
+                        for g, v in self._pass(cache, wp, s.options.null_query, missing).items():
+                            self._null[(k, g)] = v
+                    null = {g: self._null[(k, g)] for g in groups}
+                out.append((wp, {g: (real[g], null[g]) for g in groups}))
+                del cache  # kept in self._caches only with keep_cache
+        return out
+
+    def _check_room(self, query: str) -> None:
+        n = self.scorer.count_tokens(query)
+        if n > self.layout.query_room:
+            raise QRHeadValueError(
+                f"query has {n} tokens but these passages were encoded with room for {self.layout.query_room} "
+                "(raise the scorer's max_query_tokens)")
+
+    # --- scores -----------------------------------------------------------------------------------
     def score(self, query: str) -> list[float]:
         """Calibrated QRHead score of each passage, in input order."""
-        return [float(s) for s in self.head_scores(query).scores(calibrate=self.scorer.calibrate)]
+        s = self.scorer
+        opts = s.options
+        weights = head_weights(self.heads, opts.head_reduction)
+        n = len(self.layout)
+        total = np.zeros(n)
+        for wp, masses in self.token_masses(query):
+            real, null = masses[opts.query_rows]
+            values = passage_scores(real, null, wp.null_prompt.passage_spans, weights, opts.token_filter)
+            total[list(wp.indices)] += values
+        total = total * self.layout.scale / len(self.layout.placements)
+        return [float(v) for v in total]
+
+    def head_masses(self, query: str) -> HeadMasses:
+        """Per-head masses of every passage (input order), for detection and analysis."""
+        s = self.scorer
+        opts = s.options
+        h, n = len(self.heads), len(self.layout)
+        real = np.zeros((h, n))
+        null = np.zeros((h, n)) if opts.calibrate else None
+        filtered = np.zeros((h, n)) if opts.token_filter is not None else None
+        for wp, masses in self.token_masses(query):
+            r, nl = masses[opts.query_rows]
+            spans = wp.null_prompt.passage_spans
+            idx = list(wp.indices)
+            real[:, idx] += passage_sums(r, spans)
+            if null is not None:
+                null[:, idx] += passage_sums(nl, spans)
+            if filtered is not None:
+                filtered[:, idx] += per_head_filtered(r, nl, spans)
+        k = len(self.layout.placements)
+        scale = self.layout.scale
+        return HeadMasses(self.heads, real * scale / k, None if null is None else null * scale / k,
+                          np.ones(n), self.truncated, self.window_of,
+                          None if filtered is None else filtered * scale / k)
 
     def score_batch(self, queries: Iterable[str], *, show_progress: bool | None = None) -> list[list[float]]:
         """:meth:`score` for many queries over these passages; a progress bar when ``show_progress``
@@ -198,21 +184,25 @@ class EncodedPassages:
         from tqdm.auto import tqdm
 
         queries = list(queries)
-        show = self.scorer.show_progress if show_progress is None else show_progress
+        show = self.scorer.options.show_progress if show_progress is None else show_progress
         return [self.score(q) for q in tqdm(queries, desc="qrhead score", unit="query", disable=not show)]
 
     def rank(self, query: str, top_k: int | None = None,
              first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
         """Passages best first (ties keep input order); fused with the first stage if configured."""
-        return self.scorer._ranking(self.passages, self.score(query), top_k, self.truncated, self.window_of,
-                                    first_stage_scores)
+        check_top_k(top_k)
+        fs = check_first_stage_scores(first_stage_scores, len(self.layout))
+        return rank_passages(self.layout.passages, self.score(query), self.scorer.options, top_k=top_k,
+                             truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs)
 
 
 class QRHeadScorer:
     """Scores passages for a query with a decoder LM's query-focused retrieval heads.
 
     Build it with :meth:`from_pretrained` (hub id, local folder, ``.gguf`` file, packaged model name,
-    or ``None`` for the embedded default) or :meth:`from_model` (reuse a loaded model).
+    or ``None`` for the embedded default) or :meth:`from_model` (reuse a loaded model). Options
+    (:class:`~.options.ScoringOptions`) are fixed at construction; :meth:`with_options` gives a new scorer
+    on the same weights. One scorer may be shared by many threads.
     """
 
     def __init__(
@@ -221,59 +211,52 @@ class QRHeadScorer:
         tokenizer: Any,
         heads: HeadSpec = None,
         *,
+        options: ScoringOptions | None = None,
         model_name: str | None = None,
-        candidate_order: CandidateOrder = "reversed",
-        calibrate: bool = True,
-        null_query: str = "N/A",
-        max_context_tokens: int | None = None,
-        max_passage_tokens: int | None = None,
-        max_query_tokens: int = 256,
-        template: PromptTemplate = DEFAULT_TEMPLATE,
-        fusion: str | None = None,
-        fusion_weight: float = 0.5,
-        rrf_k: int = 60,
-        show_progress: bool = False,
+        **option_values: Any,
     ) -> None:
+        opts = options if options is not None else ScoringOptions()
+        if not isinstance(opts, ScoringOptions):
+            raise QRHeadTypeError(f"options must be a ScoringOptions, not {type(opts).__name__}")
+        if option_values:
+            opts = opts.replace(**option_values)
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError("QRHeadScorer needs a fast tokenizer (exact passage spans need offsets)")
-        if candidate_order not in _ORDERS:
-            raise ValueError(f"candidate_order must be one of {_ORDERS}, not {candidate_order!r}")
-        for name, value in (("max_context_tokens", max_context_tokens),
-                            ("max_passage_tokens", max_passage_tokens), ("max_query_tokens", max_query_tokens)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if not null_query.strip():
-            raise ValueError("null_query must not be empty")
-        if fusion is not None and fusion not in FUSIONS:
-            raise ValueError(f"fusion must be None or one of {FUSIONS}, not {fusion!r}")
-        if not 0.0 <= fusion_weight <= 1.0:
-            raise ValueError("fusion_weight must be between 0 and 1")
+            raise QRHeadValueError("QRHeadScorer needs a fast tokenizer (exact passage spans need offsets)")
+        object.__setattr__(self, "options", opts)
         self.model = model
         self.tokenizer = tokenizer
+        self._tok = safe_tokenizer(tokenizer)
         self.shape = ModelShape.from_config(model.config)
         self.model_name = model_name or getattr(model, "name_or_path", None) or getattr(
             model.config, "_name_or_path", None
         ) or type(model).__name__
         self.heads = resolve_heads(heads, self.shape, self.model_name)
+        self.prompt_template: PromptTemplate = resolve_template(opts.template, tokenizer)
+        self._device = input_device(model)
+        self._plans: dict[tuple, CapturePlan] = {}
+        self._plan = self._plan_for(self.heads)
         self._check_head_provenance()
-        self.candidate_order = candidate_order
-        self.calibrate = calibrate
-        self.null_query = null_query
-        self.max_context_tokens = max_context_tokens
-        self.max_passage_tokens = max_passage_tokens
-        self.max_query_tokens = max_query_tokens
-        self.template = template
-        self.fusion = fusion
-        self.fusion_weight = fusion_weight
-        self.rrf_k = rrf_k
-        self.show_progress = show_progress
-        self._module_ids = attention_module_ids(model)
-        self._input_device = input_device(model)
-        text_config = model.config.get_text_config()
-        self._num_kv_heads = getattr(text_config, "num_key_value_heads", None) or self.shape.num_heads
+
+    # --- options are read-only ------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        if name in OPTION_NAMES:
+            return getattr(self.__dict__["options"], name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in OPTION_NAMES or name == "options":
+            raise AttributeError(f"scorer options are fixed: use scorer.with_options({name}=...) for a new scorer "
+                                 "on the same weights")
+        object.__setattr__(self, name, value)
+
+    def with_options(self, *, heads: HeadSpec = _KEEP, **changes: Any) -> QRHeadScorer:
+        """A new scorer on the same model and tokenizer with some options (or the heads) changed."""
+        options = self.options.replace(**changes)
+        return QRHeadScorer(self.model, self.tokenizer, self.heads if heads is _KEEP else heads,
+                            options=options, model_name=self.model_name)
 
     def _check_head_provenance(self) -> None:
-        """Warn when a head set records another model (same shape, so it runs, but means little)."""
+        """Warn when a head set records another model or another scoring variant."""
         hs = self.heads
         if hs.model and normalize_model_name(hs.model) != normalize_model_name(self.model_name):
             logger.warning("head set %r was detected for %s, not for %s: its heads may not be retrieval heads "
@@ -284,6 +267,23 @@ class QRHeadScorer:
             logger.warning("head set %r was detected on a model with a different configuration "
                            "(fingerprint %s, this model %s)", hs.name, recorded,
                            config_fingerprint(self.model.config))
+        variant = hs.info.get("variant")
+        if isinstance(variant, dict):
+            mine = self.options.variant
+            differ = {k: (v, mine.get(k)) for k, v in variant.items() if k in mine and mine[k] != v}
+            if differ:
+                text = ", ".join(f"{k}={v!r} (this scorer: {m!r})" for k, (v, m) in differ.items())
+                logger.warning("head set %r was detected with %s: re-detect it with these options for the "
+                               "heads that fit them", hs.name, text)
+
+    def _plan_for(self, heads: HeadSet) -> CapturePlan:
+        key = heads.heads
+        plan = self._plans.get(key)
+        if plan is None:
+            ids = self._plans[next(iter(self._plans))].module_ids if self._plans else None
+            plan = CapturePlan.build(self.model, heads, module_ids=ids)
+            self._plans[key] = plan
+        return plan
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -299,16 +299,18 @@ class QRHeadScorer:
         revision: str | None = None,
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
-        **options: Any,
+        options: ScoringOptions | None = None,
+        **option_values: Any,
     ) -> QRHeadScorer:
-        """Load ``model`` (cached process-wide) and build a scorer; ``options`` go to ``__init__``."""
+        """Load ``model`` (cached process-wide) and build a scorer; ``option_values`` are
+        :class:`~.options.ScoringOptions` fields (validated before the model is loaded)."""
+        opts = (options or ScoringOptions()).replace(**option_values) if option_values else options
         loaded = load_model(
             model, device=device, device_map=device_map, dtype=dtype,
             attn_implementation=attn_implementation, revision=revision,
             trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
         )
-        options.setdefault("model_name", loaded.name)
-        return cls(loaded.model, loaded.tokenizer, heads, **options)
+        return cls(loaded.model, loaded.tokenizer, heads, options=opts, model_name=loaded.name)
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, heads: HeadSpec = None, **options: Any) -> QRHeadScorer:
@@ -316,16 +318,33 @@ class QRHeadScorer:
         return cls(model, tokenizer, heads, **options)
 
     def __repr__(self) -> str:
-        return (f"QRHeadScorer(model={self.model_name!r}, heads={self.heads.name!r} ({len(self.heads)}), "
-                f"candidate_order={self.candidate_order!r}, calibrate={self.calibrate})")
+        changed = {k: v for k, v in self.options.to_dict().items() if v != getattr(ScoringOptions(), k)}
+        extra = "".join(f", {k}={v!r}" for k, v in changed.items())
+        return f"QRHeadScorer(model={self.model_name!r}, heads={self.heads.name!r} ({len(self.heads)}){extra})"
 
     # --- public API ---------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as the scorer reads it (special-token text counts as plain text)."""
+        return self._tok.count(text)
+
+    def context_limit(self) -> int:
+        """Tokens one prompt may hold: the model's context, or ``max_context_tokens`` if smaller."""
+        text = self.model.config.get_text_config()
+        limit = getattr(text, "max_position_embeddings", None) or 1 << 30
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < 1 << 24:
+            limit = min(limit, tok_max)
+        if self.options.max_context_tokens is not None:
+            limit = min(limit, self.options.max_context_tokens)
+        return int(limit)
+
     def score(self, query: str, passages: Sequence[Any]) -> list[float]:
         """Calibrated QRHead score of each passage, in input order."""
-        if len(passages) == 0:
-            self._check_query(query)
+        query = check_query(query)
+        items = check_passages(passages)
+        if not items:
             return []
-        return self._encoded(passages, [query], keep_cache=False).score(query)
+        return self._encode(items, [query], keep_cache=False).score(query)
 
     def rank(self, query: str, passages: Sequence[Any], top_k: int | None = None,
              first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
@@ -334,29 +353,35 @@ class QRHeadScorer:
         With ``fusion`` set, the QRHead score is fused with the first stage: ``first_stage_scores``
         when given, else the input order (inputs arrive best-first).
         """
-        if len(passages) == 0:
-            self._check_query(query)
+        query = check_query(query)
+        items = check_passages(passages)
+        check_top_k(top_k)
+        fs = check_first_stage_scores(first_stage_scores, len(items))
+        if not items:
             return []
-        enc = self._encoded(passages, [query], keep_cache=False)
-        return enc.rank(query, top_k, first_stage_scores)
+        enc = self._encode(items, [query], keep_cache=False)
+        return rank_passages(enc.passages, enc.score(query), self.options, top_k=top_k,
+                             truncated=enc.layout.truncated, window_of=enc.layout.window_of, first_stage_scores=fs)
 
-    def head_scores(self, query: str, passages: Sequence[Any], heads: HeadSpec = None,
-                    calibrate: bool | None = None) -> HeadScores:
+    def head_masses(self, query: str, passages: Sequence[Any], heads: HeadSpec = None) -> HeadMasses:
         """Per-head masses for ``heads`` (default: the scorer's heads; ``"all"`` for every head)."""
+        query = check_query(query)
+        items = check_passages(passages)
         capture = self.heads if heads is None else resolve_heads(heads, self.shape, self.model_name)
-        if len(passages) == 0:
-            raise ValueError("no passages")
-        return self._encoded(passages, [query], heads=capture, keep_cache=False).head_scores(query, calibrate)
+        if not items:
+            raise QRHeadValueError("no passages")
+        return self._encode(items, [query], heads=capture, keep_cache=False).head_masses(query)
 
     def encode(self, passages: Sequence[Any], heads: HeadSpec = None) -> EncodedPassages:
         """Encode passages once, then call ``.score(query)`` / ``.rank(query)`` for many queries.
 
         Room for queries of up to ``max_query_tokens`` tokens is reserved when windows are planned.
         """
-        if len(passages) == 0:
-            raise ValueError("no passages to encode")
+        items = check_passages(passages)
+        if not items:
+            raise QRHeadValueError("no passages to encode")
         capture = self.heads if heads is None else resolve_heads(heads, self.shape, self.model_name)
-        return self._encoded(passages, [], heads=capture, keep_cache=True)
+        return self._encode(items, [], heads=capture, keep_cache=True)
 
     def score_batch(self, pairs: Iterable[tuple[str, Sequence[Any]]], *,
                     show_progress: bool | None = None) -> list[list[float]]:
@@ -369,234 +394,64 @@ class QRHeadScorer:
         """
         from tqdm.auto import tqdm
 
-        pairs = [(q, p) for q, p in pairs]
-        show = self.show_progress if show_progress is None else show_progress
+        checked = self._check_pairs(pairs)
+        show = self.options.show_progress if show_progress is None else show_progress
         out: list[list[float]] = []
-        with tqdm(total=len(pairs), desc="qrhead score", unit="query", disable=not show) as bar:
-            i = 0
-            while i < len(pairs):
-                j = i + 1
-                while j < len(pairs) and _same_passages(pairs[j][1], pairs[i][1]):
-                    j += 1
-                if j - i == 1 or len(pairs[i][1]) == 0:
-                    for q, p in pairs[i:j]:
-                        out.append(self.score(q, p))
-                        bar.update(1)
+        with tqdm(total=len(checked), desc="qrhead score", unit="query", disable=not show) as bar:
+            for queries, items in _runs(checked):
+                if not items:
+                    out.extend([] for _ in queries)
+                elif len(queries) == 1:
+                    out.append(self._encode(items, queries, keep_cache=False).score(queries[0]))
                 else:
-                    enc = self._encoded(pairs[i][1], [q for q, _ in pairs[i:j]], keep_cache=True)
+                    enc = self._encode(items, queries, keep_cache=True)
                     # Passages split over several windows: keep one window's cache at a time (each query
-                    # re-reads them, only the null query's pass is shared), as score() would.
-                    enc.keep_cache = len(enc.windows) == len(enc._orders)
-                    for q, _ in pairs[i:j]:
-                        out.append(enc.score(q))
-                        bar.update(1)
-                    del enc
-                i = j
+                    # re-reads them, only the null pass is shared), as score() would.
+                    enc.keep_cache = len(enc.layout.windows) == 1
+                    out.extend(enc.score(q) for q in queries)
+                bar.update(len(queries))
         return out
 
     # --- internals ----------------------------------------------------------------------------
-    def _check_query(self, query: Any) -> str:
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a string, not {type(query).__name__}")
-        if not query.strip():
-            raise ValueError("query is empty")
-        return query.strip()
+    def _check_pairs(self, pairs: Any) -> list[tuple[str, list[Passage]]]:
+        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+            raise QRHeadTypeError("pairs must be a list of (query, passages) tuples")
+        out = []
+        for n, pair in enumerate(pairs):
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+                raise QRHeadTypeError(f"pairs[{n}] must be a (query, passages) tuple, not {type(pair).__name__}")
+            q, p = pair
+            out.append((check_query(q, f"pairs[{n}] query"), check_passages(p, f"pairs[{n}] passages")))
+        return out
 
-    def _prompt(self, passages: Sequence[Passage], query: str) -> TokenizedPrompt:
-        return build_prompt(self.tokenizer, passages, query, self.template)
-
-    def _plan(self, heads: HeadSet) -> CapturePlan:
-        layers = {
-            layer: LayerHeads.build(hs, self.shape.num_heads, self._num_kv_heads)
-            for layer, hs in heads.layers.items()
-        }
-        return CapturePlan(self._module_ids, layers, order=heads.heads, stop_layer=heads.deepest_layer)
-
-    def context_limit(self) -> int:
-        """Tokens one prompt may hold: the model's context, or ``max_context_tokens`` if smaller."""
-        text = self.model.config.get_text_config()
-        limit = getattr(text, "max_position_embeddings", None) or 1 << 30
-        tok_max = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(tok_max, int) and 0 < tok_max < 1 << 24:
-            limit = min(limit, tok_max)
-        if self.max_context_tokens is not None:
-            limit = min(limit, self.max_context_tokens)
-        return int(limit)
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` as the scorer reads it (special-token text counts as plain text)."""
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-
-    _token_count = count_tokens
-
-    def _truncate(self, passage: Passage, max_tokens: int) -> tuple[Passage, bool]:
-        enc = self.tokenizer(passage.text, add_special_tokens=False, split_special_tokens=True,
-                             return_offsets_mapping=True)
-        if len(enc["input_ids"]) <= max_tokens:
-            return passage, False
-        cut = enc["offset_mapping"][max_tokens - 1][1] if max_tokens > 0 else 0
-        return Passage(passage.text[:cut], passage.title), True
-
-    def _encoded(self, passages: Sequence[Any], queries: list[str], *, heads: HeadSet | None = None,
-                 keep_cache: bool) -> EncodedPassages:
-        queries = [self._check_query(q) for q in queries]
-        items = [as_passage(p, i) for i, p in enumerate(passages)]
-        truncated = [False] * len(items)
-        if self.max_passage_tokens is not None:
-            for i, p in enumerate(items):
-                items[i], truncated[i] = self._truncate(p, self.max_passage_tokens)
-        budget = self.context_limit()
-        query_room = max((self._token_count(q) for q in queries), default=self.max_query_tokens)
-        overhead = len(self._prompt([], "q")) - 1 + query_room
-        available = budget - overhead
-        if available < 16:
-            raise ValueError(
-                f"the context budget ({budget} tokens) leaves no room for passages after the "
-                f"template and a query of {query_room} tokens"
-            )
-        # Block length of each passage ([i] marker, title, text, separator), with a small margin.
-        lengths = [self._token_count(self.template.passage_block(999, p) + self.template.separator) + 2
-                   for p in items]
-        for i, length in enumerate(lengths):
-            if length > available:
-                keep = max(1, self._token_count(items[i].text) - (length - available))
-                items[i], _ = self._truncate(items[i], keep)
-                truncated[i] = True
-                lengths[i] = available
-                logger.warning(
-                    "passage %d does not fit the context budget of %d tokens on its own; "
-                    "it was truncated to %d tokens (flagged on its result)", i, budget, keep)
-        capture = heads or self.heads
-        null_room = self._token_count(self.null_query)
-        if len(items) > 1 and sum(lengths) > available:
-            # The per-passage estimate (with its margin) says "windows"; the exact prompt may still fit:
-            # measure it before splitting (a prompt a few tokens under the context stays whole).
-            whole = EncodedPassages(self, items, capture, [list(range(len(items)))], truncated, keep_cache,
-                                    query_room)
-            if max(len(w.null_prompt) - null_room + query_room for _, w in whole.windows) <= budget:
-                return whole
-        for _ in range(8):
-            windows = plan_windows(lengths, available)
-            enc = EncodedPassages(self, items, capture, windows, truncated, keep_cache, query_room)
-            longest = max(len(w.null_prompt) - null_room + query_room for _, w in enc.windows)
-            if longest <= budget:
-                if len(windows) > 1:
-                    logger.info("%d passages split into %d windows (budget %d tokens)",
-                                len(items), len(windows), budget)
-                return enc
-            available -= longest - budget + 8  # the estimate was short: plan again with less room
-        raise RuntimeError("could not lay out the passages within the context budget")
-
-    @torch.inference_mode()
-    def _encode_prefix(self, prefix: Sequence[int], plan: CapturePlan) -> Any:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        plan.rows = None
-        ids = torch.tensor([list(prefix)], dtype=torch.long, device=self._input_device)
-        with capturing(self.model, plan):
-            run_until_stop(self.model, plan, input_ids=ids, past_key_values=cache, use_cache=True)
-        return cache
-
-    @torch.inference_mode()
-    def _query_mass(self, prompt: TokenizedPrompt, cache: Any, plan: CapturePlan) -> np.ndarray:
-        start = prompt.suffix_start
-        suffix = prompt.input_ids[start:]
-        q0, q1 = prompt.query_span
-        plan.rows = slice(q0 - start, q1 - start)
-        plan.out = {}
-        ids = torch.tensor([list(suffix)], dtype=torch.long, device=self._input_device)
-        saved = _snapshot(cache)
-        try:
-            _keep_prefix_only(saved)
-            with capturing(self.model, plan):
-                run_until_stop(self.model, plan, input_ids=ids, past_key_values=cache, use_cache=True)
-        finally:
-            _restore(cache, saved)
-            plan.rows = None
-        total = len(prompt.input_ids)
-        n = len(prompt.passage_spans)
-        seg = torch.full((total,), n, dtype=torch.long)
-        for i, (a, b) in enumerate(prompt.passage_spans):
-            seg[a:b] = i
-        rows = []
-        for layer, lh in plan.layers.items():
-            mass = plan.out.pop(layer).cpu()  # [h, K]: keys are the last K positions
-            keys = mass.shape[1]
-            per = torch.zeros((mass.shape[0], n + 1), dtype=torch.float64)
-            per.index_add_(1, seg[total - keys:], mass.double())
-            rows.append((layer, lh, per[:, :n]))
-        by_head = {}
-        for layer, lh, per in rows:
-            for pos, head in enumerate(lh.heads):
-                by_head[(layer, head)] = per[pos]
-        return torch.stack([by_head[h] for h in plan.order]).numpy()
-
-    def _ranking(self, passages: list[Passage], scores: list[float], top_k: int | None,
-                 truncated: list[bool], window_of: list[int],
-                 first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-            raise ValueError(f"top_k must be a non-negative integer or None, not {top_k!r}")
-        if first_stage_scores is not None and len(first_stage_scores) != len(scores):
-            raise ValueError(f"first_stage_scores has {len(first_stage_scores)} values for {len(scores)} passages")
-        final = scores
-        if self.fusion is not None:
-            final = fuse(scores, first_stage_scores, self.fusion, self.fusion_weight, self.rrf_k)
-        order = sorted(range(len(final)), key=lambda i: (-final[i], i))
-        if top_k is not None:
-            order = order[:top_k]
-        return [
-            RankedPassage(index=i, score=final[i], rank=r, text=passages[i].text, title=passages[i].title,
-                          truncated=truncated[i], window=window_of[i], qrhead_score=scores[i],
-                          first_stage_score=None if first_stage_scores is None else float(first_stage_scores[i]))
-            for r, i in enumerate(order, start=1)
-        ]
+    def _encode(self, items: list[Passage], queries: list[str], *, heads: HeadSet | None = None,
+                keep_cache: bool) -> EncodedPassages:
+        room = max((self.count_tokens(q) for q in queries), default=self.options.max_query_tokens)
+        layout = plan_layout(
+            self.tokenizer, items, template=self.prompt_template, null_query=self.options.null_query,
+            candidate_order=self.options.candidate_order, budget=self.context_limit(), query_room=room,
+            max_passage_tokens=self.options.max_passage_tokens)
+        return EncodedPassages(self, layout, heads or self.heads, keep_cache=keep_cache)
 
 
-def _same_passages(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    if a is b:
-        return True
-    if len(a) != len(b):
-        return False
-    try:
-        return all(x is y or x == y for x, y in zip(a, b))
-    except Exception:
-        return False
+def _prefix_masses(plan: CapturePlan, per_layer: dict[int, torch.Tensor], total: int, prefix: int) -> np.ndarray:
+    """``[heads, prefix]`` masses on the prefix positions, heads in the plan's order. A layer's keys are the
+    last ``K`` positions of the prompt (sliding-window layers keep fewer than all of them)."""
+    placed = {}
+    for layer, mass in per_layer.items():
+        keys = mass.shape[1]
+        full = torch.zeros((mass.shape[0], total), dtype=torch.float64)
+        full[:, total - keys:] = mass.double().cpu()
+        placed[layer] = full[:, :prefix]
+    return plan.stack(placed).numpy()
 
 
-def _snapshot(cache: Any) -> tuple[list[Any], list[dict[str, Any]]]:
-    """References to the cache's state; layer updates concatenate into new tensors, never in place."""
-    layers = list(cache.layers)
-    return layers, [dict(layer.__dict__) for layer in layers]
-
-
-def _keep_prefix_only(saved: tuple[list[Any], list[dict[str, Any]]]) -> None:
-    """During a query pass, let each cache layer go back to its prefix state right after its update.
-
-    A cache layer's ``update`` concatenates the cached and the new keys/values and keeps the result;
-    over a whole pass that holds a second copy of the passages' cache (every layer up to the stop
-    layer) until :func:`_restore`. Here each layer still hands the concatenation to its attention, but
-    its stored state is reset at once, so at most one layer's concatenation is alive at a time. The
-    override is an instance attribute that the reset itself removes (and :func:`_restore` for layers
-    the pass never reaches).
-    """
-    layers, states = saved
-    for layer, state in zip(layers, states):
-        original = layer.update
-
-        def update(*args: Any, _layer: Any = layer, _state: dict[str, Any] = state, _original: Any = original,
-                   **kwargs: Any) -> Any:
-            out = _original(*args, **kwargs)
-            _layer.__dict__.clear()
-            _layer.__dict__.update(_state)
-            return out
-
-        layer.update = update
-
-
-def _restore(cache: Any, saved: tuple[list[Any], list[dict[str, Any]]]) -> None:
-    layers, states = saved
-    cache.layers[:] = layers
-    for layer, state in zip(layers, states):
-        layer.__dict__.clear()
-        layer.__dict__.update(state)
+def _runs(pairs: list[tuple[str, list[Passage]]]) -> Iterable[tuple[list[str], list[Passage]]]:
+    """Consecutive pairs with equal passages, grouped."""
+    i = 0
+    while i < len(pairs):
+        j = i + 1
+        while j < len(pairs) and pairs[j][1] == pairs[i][1]:
+            j += 1
+        yield [q for q, _ in pairs[i:j]], pairs[i][1]
+        i = j

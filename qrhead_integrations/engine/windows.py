@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from .errors import ContextBudgetError
 
-class WindowError(ValueError):
+
+class WindowError(ContextBudgetError):
     """The passages cannot be laid out within the token budget."""
 
 

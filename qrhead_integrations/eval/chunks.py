@@ -127,7 +127,7 @@ def run_chunk_experiment(
                 if enc is None:
                     enc = scorer.encode(chunks, heads=all_heads)
                     windows.append(len({w for w in enc.window_of}))
-                hs = enc.head_scores(q["question"], calibrate=True)
+                hs = enc.head_masses(q["question"], calibrate=True)
                 m = Masses(hs.real * hs.scale[None, :], hs.null * hs.scale[None, :], ids, hs.truncated)
                 if cache:
                     cache.put(q["id"], m)

@@ -151,7 +151,7 @@ def collect_masses(
         perm = list(range(len(item.passages)))
         if order == "shuffled":
             perm = shuffle_permutation(item.qid, len(perm), seed)
-        hs = scorer.head_scores(item.query, [item.passages[i] for i in perm], heads=all_heads, calibrate=True)
+        hs = scorer.head_masses(item.query, [item.passages[i] for i in perm], heads=all_heads, calibrate=True)
         inv = np.argsort(perm)
         scale = hs.scale[None, :]  # window factor (1.0 when the candidates fit one prompt)
         return Masses((hs.real * scale)[:, inv], (hs.null * scale)[:, inv], list(item.doc_ids),

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.capture import CapturePlan, LayerHeads, capturing
+from ..engine.capture import AttentionPass, CapturePlan
 from ..engine.heads import HeadSet
+from ..engine.kv import cache_kwargs, new_cache
 from ..engine.scoring import QRHeadScorer
 
 
@@ -85,45 +86,55 @@ class Trial:
     copies: np.ndarray | None  # [layers, heads] share of needle tokens copied (detection runs only)
 
 
+class HeadMaskPass(AttentionPass):
+    """An attention pass that zeroes the output of the ``mask`` heads (a head ablation), and records the
+    plan's heads' attention on ``rows`` like any pass."""
+
+    def __init__(self, model: torch.nn.Module, plan: CapturePlan, rows: dict[str, slice] | None = None, *,
+                 mask: HeadSet | None = None) -> None:
+        super().__init__(model, plan, rows)
+        self.mask = {l: torch.tensor(h, dtype=torch.long) for l, h in mask.layers.items()} if mask else {}
+
+    def on_output(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+        heads = self.mask.get(layer)
+        if heads is None:
+            return output
+        output = output.clone()  # [batch, tokens, heads, head_dim]
+        output[:, :, heads.to(output.device)] = 0
+        return output
+
+
 @torch.inference_mode()
 def run_trial(scorer: QRHeadScorer, ids: list[int], needle_span: tuple[int, int], needle: Needle, *,
               max_new_tokens: int = 32, detect: bool = False, mask: HeadSet | None = None) -> Trial:
     """Greedy decoding with optional head masking and optional copy-paste detection on all heads."""
-    from transformers import DynamicCache
-
     model, tok, shape = scorer.model, scorer.tokenizer, scorer.shape
-    kv = getattr(model.config.get_text_config(), "num_key_value_heads", None) or shape.num_heads
-    layers = {l: LayerHeads.build(list(range(shape.num_heads)), shape.num_heads, kv)
-              for l in range(shape.num_layers)} if detect else {}
-    plan = CapturePlan(scorer._module_ids, layers, reduce="argmax")
-    if mask is not None:
-        plan.mask = {l: torch.tensor(h, dtype=torch.long) for l, h in mask.layers.items()}
-    device = scorer._input_device
-    cache = DynamicCache(config=model.config)
+    plan = CapturePlan.build(model, HeadSet.all_heads(shape) if detect else None, stop_early=False)
+    rows = {"last": slice(-1, None)} if detect else None  # the row of the token being decoded
+    device = scorer._device
+    cache = new_cache(model)
     a, b = needle_span
     needle_ids = ids[a:b]
     copied = [[set() for _ in range(shape.num_heads)] for _ in range(shape.num_layers)]
     inputs = torch.tensor([ids], device=device)
-    plan.rows = slice(len(ids) - 1, len(ids)) if detect else None
     generated: list[int] = []
     gen_eos = getattr(model.generation_config, "eos_token_id", None)
     eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tok.eos_token_id}
     eos.discard(None)
-    with capturing(model, plan):
+    with HeadMaskPass(model, plan, rows, mask=mask) as p:
         for _ in range(max_new_tokens):
-            plan.out = {}
-            out = model(input_ids=inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            p.reset()
+            out = p.run(input_ids=inputs, logits_to_keep=1, **cache_kwargs(model, cache))
             token = int(out.logits[0, -1].argmax())
             if detect:
-                for layer, arg in plan.out.items():
-                    for head, j in enumerate(arg[:, -1].tolist()):
+                for layer, mass in p.masses["last"].items():
+                    for head, j in enumerate(mass.argmax(dim=1).tolist()):
                         if a <= j < b and ids[j] == token:
                             copied[layer][head].add(j)
             if token in eos:
                 break
             generated.append(token)
             inputs = torch.tensor([[token]], device=device)
-            plan.rows = slice(0, 1) if detect else None
     answer = tok.decode(generated, skip_special_tokens=True)
     low = answer.lower()
     accuracy = sum(k in low for k in needle.keywords) / len(needle.keywords)
