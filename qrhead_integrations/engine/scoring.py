@@ -372,16 +372,20 @@ class QRHeadScorer:
             raise QRHeadValueError("no passages")
         return self._encode(items, [query], heads=capture, keep_cache=False).head_masses(query)
 
-    def encode(self, passages: Sequence[Any], heads: HeadSpec = None) -> EncodedPassages:
+    def encode(self, passages: Sequence[Any], heads: HeadSpec = None, *, queries: Sequence[str] | None = None,
+               keep_cache: bool = True) -> EncodedPassages:
         """Encode passages once, then call ``.score(query)`` / ``.rank(query)`` for many queries.
 
-        Room for queries of up to ``max_query_tokens`` tokens is reserved when windows are planned.
+        Windows (only when the passages exceed the context) are planned with room for the longest of
+        ``queries`` when given, else for ``max_query_tokens`` tokens. ``keep_cache=False`` frees each
+        window's cache after use (less memory, the passages are read again for every query).
         """
         items = check_passages(passages)
         if not items:
             raise QRHeadValueError("no passages to encode")
         capture = self.heads if heads is None else resolve_heads(heads, self.shape, self.model_name)
-        return self._encode(items, [], heads=capture, keep_cache=True)
+        checked = [check_query(q) for q in queries] if queries is not None else []
+        return self._encode(items, checked, heads=capture, keep_cache=keep_cache)
 
     def score_batch(self, pairs: Iterable[tuple[str, Sequence[Any]]], *,
                     show_progress: bool | None = None) -> list[list[float]]:

@@ -160,3 +160,52 @@ def run_chunk_experiment(
         "windows_per_article": float(np.mean(windows)) if windows else None,
         "head_sets": {k: str(v) for k, v in resolved.items()},
     }
+
+
+def squad_chunk_items(scorer: QRHeadScorer, root: str | Path, *, chunk_tokens: int = 256, chunk_overlap: int = 0,
+                      n_questions: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Per article with sampled questions: its chunks (document order, ids ``doc:a-b``) and questions with
+    their gold chunk indices (questions without a gold chunk are dropped)."""
+    ds = LongContextDataset.load(root)
+    questions = sorted(ds.questions, key=lambda q: q["id"])
+    if n_questions is not None and n_questions < len(questions):
+        random.Random(seed).shuffle(questions)
+        questions = sorted(questions[:n_questions], key=lambda q: q["id"])
+    by_doc: dict[str, list[dict[str, Any]]] = {}
+    for q in questions:
+        by_doc.setdefault(q["doc_id"], []).append(q)
+    out = []
+    for doc_id, qs in by_doc.items():
+        text = ds.documents[doc_id]["text"]
+        spans = split_document(text, scorer.tokenizer, chunk_tokens, chunk_overlap)
+        keep = []
+        for q in qs:
+            gold = gold_chunks(spans, q["evidence"])
+            if gold:
+                keep.append({"id": q["id"], "question": q["question"], "gold": gold, "answers": q.get("answers", [])})
+        if keep:
+            out.append({"doc_id": doc_id, "chunks": [text[a:b] for a, b in spans],
+                        "ids": [f"{doc_id}:{a}-{b}" for a, b in spans], "questions": keep})
+    return out
+
+
+def collect_chunks(scorer: QRHeadScorer, root: str | Path, *, chunk_tokens: int = 256, n_questions: int | None = None,
+                   seed: int = 0, cache_root: str | Path, show_progress: bool = True) -> int:
+    """Store every head's per-token masses for SQuAD questions over their article's chunks (document order;
+    each article encoded once for all its questions). Returns the number of questions stored."""
+    from tqdm.auto import tqdm
+
+    from .collect import MassStore, collect_document
+
+    articles = squad_chunk_items(scorer, root, chunk_tokens=chunk_tokens, n_questions=n_questions, seed=seed)
+    store = MassStore(Path(cache_root) / "tokens", scorer, {"set": "squad", "chunk_tokens": chunk_tokens,
+                                                            "order": "document"})
+    total = sum(len(a["questions"]) for a in articles)
+    done = 0
+    with tqdm(total=total, desc="squad chunks", disable=not show_progress) as bar:
+        for art in articles:
+            got = collect_document(scorer, art["chunks"], [(q["id"], q["question"]) for q in art["questions"]],
+                                   art["ids"], store)
+            done += len(got)
+            bar.update(len(got))
+    return done

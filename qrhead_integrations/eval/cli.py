@@ -50,6 +50,16 @@ def add_eval_parser(sub: Any) -> None:
     c.add_argument("--no-dense", action="store_true")
     c.set_defaults(func=cmd_chunks)
 
+    k = esub.add_parser("collect", help="store every head's per-token masses for an evaluation set (resumable)")
+    _common(k, out=False)
+    k.add_argument("--set", required=True, choices=["scifact-test", "scifact-train", "hotpotqa", "nq", "squad"])
+    k.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
+    k.add_argument("--queries", type=int, default=None, help="seeded subset of this many queries (default: all)")
+    k.add_argument("--skip", type=int, default=0, help="skip this many queries of the seeded order first")
+    k.add_argument("--orders", nargs="+", default=["first_stage", "shuffled"], choices=["first_stage", "shuffled"])
+    k.add_argument("--chunk-tokens", type=int, default=256, help="squad: chunk size in tokens")
+    k.set_defaults(func=cmd_collect)
+
     n = esub.add_parser("needle", help="needle in a haystack: retrieval-head detection and head masking")
     n.add_argument("--model", default=None)
     n.add_argument("--device", default=None)
@@ -67,7 +77,7 @@ def add_eval_parser(sub: Any) -> None:
     n.set_defaults(func=cmd_needle)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
     p.add_argument("--model", default=None, help="model (default: the embedded default)")
     p.add_argument("--heads", default=None, help="QRHead set under test (default: detected here, else registered)")
     p.add_argument("--retrieval-heads", default="retrieval",
@@ -78,7 +88,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-context-tokens", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="folder for cached per-head masses (default: user cache)")
-    p.add_argument("--out", required=True, help="JSON result file (a Markdown report is written beside it)")
+    if out:
+        p.add_argument("--out", required=True, help="JSON result file (a Markdown report is written beside it)")
 
 
 def _main_process() -> bool:
@@ -126,6 +137,40 @@ def _head_sets(args: argparse.Namespace, scorer: Any, detected: Any | None) -> d
         except HeadSetNotFoundError as exc:
             print(f"note: no retrieval-head baseline ({exc})", file=sys.stderr)
     return sets
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    from .data import shared_data_dir
+
+    root = Path(args.data) if args.data else shared_data_dir()
+    if root is None or not root.is_dir():
+        raise SystemExit("qrhead: error: no data folder: pass --data (the shared data folder)")
+    return root
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .collect import MassStore, collect
+    from .sets import load_set
+
+    _single_process("collect")
+    scorer = _scorer(args)
+    root = _data_root(args)
+    if args.set == "squad":
+        from .chunks import collect_chunks
+
+        n = collect_chunks(scorer, root / "squad-articles", chunk_tokens=args.chunk_tokens,
+                           n_questions=args.queries, seed=args.seed, cache_root=_cache(args))
+        print(f"squad: {n} questions stored", file=sys.stderr)
+        return 0
+    data = load_set(args.set, root, n=args.queries, skip=args.skip, seed=args.seed)
+    for order in args.orders:
+        store = MassStore(_cache(args) / "tokens", scorer, {"set": data.name, "depth": len(data.items[0].doc_ids),
+                                                            "order": order, "seed": args.seed})
+        got = collect(scorer, data.items, order=order, seed=args.seed, store=store, desc=f"{args.set} {order}")
+        secs = [m.seconds for m in got.values()]
+        print(f"{args.set} {order}: {len(got)} queries in {store.dir} (mean {np.mean(secs):.1f} s per query)",
+              file=sys.stderr)
+    return 0
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:

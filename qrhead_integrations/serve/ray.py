@@ -142,14 +142,13 @@ def build_app(args: dict[str, Any]) -> Any:
             options[key] = _coerce(args[key], int)
     settings = ScorerSettings(model=args.get("model"), heads=args.get("heads"), device=args.get("device"),
                               dtype=args.get("dtype"), options=options)
-    defaults = Limits()
     limit_args: dict[str, Any] = {}
     for key in ("max_documents", "max_request_tokens", "max_query_tokens", "max_body_bytes", "max_queue",
                 "max_group"):
         if key in args:
             value = _coerce(args[key], int)
             limit_args[key] = None if value == 0 and key not in ("max_queue", "max_group") else value
-    limits = Limits(**{**{k: getattr(defaults, k) for k in limit_args}, **limit_args})
+    limits = Limits(**limit_args)
     return deployment(
         settings, limits,
         num_replicas=_coerce(args.get("num_replicas"), int), num_gpus=_coerce(args.get("num_gpus"), float),
@@ -283,7 +282,7 @@ def _settings(args: argparse.Namespace) -> ScorerSettings:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     ray = _ray()
-    ray.init(address=args.address)
+    ray.init(address=args.address, ignore_reinit_error=True)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ds = rerank_dataset(args.input, _settings(args), query_key=args.query_key, candidates_key=args.candidates_key,
                         top_n=args.top_n, num_actors=args.num_actors, num_gpus=args.num_gpus,
@@ -303,7 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ray = _ray()
     from ray import serve
 
-    ray.init(address=args.address)
+    ray.init(address=args.address, ignore_reinit_error=True)
     serve.start(http_options={"host": args.host, "port": args.port})
     limits = Limits(max_documents=args.max_documents or None, max_queue=args.max_queue)
     app = deployment(_settings(args), limits, num_replicas=args.num_replicas, num_gpus=args.num_gpus,

@@ -258,6 +258,11 @@ class RerankWorker:
                     stop = True
                     break
                 jobs.append(item)
+            if self._stopping:  # stop() was called while these waited: refuse them (503), end the thread
+                for job in jobs:
+                    if job.future.set_running_or_notify_cancel():
+                        job.future.set_exception(OverloadedError("the server is shutting down"))
+                return
             started = time.perf_counter()
             try:
                 self._serve(jobs)

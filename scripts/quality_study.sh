@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The ranking-quality study (docs/quality.md): store every head's per-token masses once per set, then
+# evaluate every variant offline. CPU hours, resumable: each query is stored as soon as it is done, so a
+# re-run continues where the last one stopped.
+#
+#   bash scripts/quality_study.sh collect-smollm2      # model passes, SmolLM2-135M (the embedded default)
+#   bash scripts/quality_study.sh collect-qwen05       # model passes, Qwen2.5-Coder-0.5B (a reduced protocol)
+#   bash scripts/quality_study.sh study                # every variant, tables and JSON into docs/results/
+#
+# Sets (see qrhead_integrations/eval/sets.py): detection on SciFact *train* claims and on NQ-open questions
+# 0-127 of a seeded shuffle; evaluation on SciFact *test* (the seeded 60 and a second, disjoint 60),
+# NQ-open multi-document (questions 1000-1119), HotpotQA-100 and SQuAD article chunks. Passages are cut to
+# 128 tokens (flagged), as in every earlier result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D="${QRHEAD_DATA:-../shared/data}"
+steps=("$@")
+run() { echo "+ $*" >&2; "$@"; }
+for step in "${steps[@]}"; do
+  case "$step" in
+  collect-smollm2)
+    M=smollm2-135m-instruct
+    run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 128 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 128 --skip 0 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 120 --skip 1000
+    run qrhead eval collect --model $M --data "$D" --set hotpotqa
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60 --skip 60
+    run qrhead eval collect --model $M --data "$D" --set squad --queries 150 --max-passage-tokens 512
+    ;;
+  collect-qwen05)
+    M=qwen2.5-coder-0.5b-instruct
+    run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 64 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 64 --skip 0 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 60 --skip 1000
+    run qrhead eval collect --model $M --data "$D" --set hotpotqa
+    ;;
+  study)
+    run qrhead eval study --model smollm2-135m-instruct --data "$D" --out docs/results/study-smollm2.json
+    run qrhead eval study --model qwen2.5-coder-0.5b-instruct --data "$D" --out docs/results/study-qwen05.json
+    ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
