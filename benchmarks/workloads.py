@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from qrhead_integrations.engine.kv import cache_kwargs
+
 REPO = Path(__file__).resolve().parents[1]
 LLAMA3_TOKENIZER = REPO / ".cache" / "tokenizers" / "llama3"
 
@@ -468,15 +470,14 @@ def _reference(bm: BenchModel, wl: Workload) -> Callable[[], np.ndarray]:
         try:
             a, b = wl.prompt.query_span
             _REF["rows"], _REF["queries"] = slice(a, b), {}
-            decoder(input_ids=_ids(wl.prompt, bm.device), past_key_values=cache, use_cache=True)
+            decoder(input_ids=_ids(wl.prompt, bm.device), **cache_kwargs(decoder, cache))
             real = recompute(cache, a, wl.prompt.passage_spans)
             # calibration: cut the cache back to where the query starts (transformers 5 crops by a
             # negative count of tokens to drop), then run the null query's suffix on it
             cache.crop(common - len(real_ids))
             a, b = wl.null_prompt.query_span
             _REF["rows"], _REF["queries"] = slice(a - common, b - common), {}
-            decoder(input_ids=torch.tensor([null_ids[common:]], device=bm.device), past_key_values=cache,
-                    use_cache=True)
+            decoder(input_ids=torch.tensor([null_ids[common:]], device=bm.device), **cache_kwargs(decoder, cache))
             null = recompute(cache, a, wl.null_prompt.passage_spans)
         finally:
             _REF["rows"], _REF["queries"] = None, {}

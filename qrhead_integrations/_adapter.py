@@ -1,10 +1,15 @@
-"""What the framework adapters share: their settings, the scorer they build from them, first-stage scores.
+"""What the framework adapters share: their settings as pydantic fields, the scorer built from them, and
+first-stage scores.
 
-The LlamaIndex and LangChain classes keep every setting as a plain, JSON-friendly pydantic field and
-build the :class:`~qrhead_integrations.QRHeadScorer` from those fields on first use. The model behind it
-comes from the engine's process-wide cache, so every adapter, chunk retriever and scorer configured for
-the same model shares one copy of the weights. When a setting is changed after the scorer was built,
-the next call builds a new scorer (cheap: the weights stay cached).
+:class:`ScorerConfig` is a pydantic model whose fields are the model-loading settings plus every
+:class:`~qrhead_integrations.engine.options.ScoringOptions` field, generated from the options
+themselves (type, default, accepted values, description): an option added to the engine appears in both
+frameworks' classes, with the same validation. The LlamaIndex and LangChain classes inherit from it next
+to their framework base class.
+
+The scorer is built from the fields on first use. Its model comes from the engine's process-wide cache,
+so every adapter, chunk retriever and scorer configured for the same model shares one copy of the
+weights; when a setting changes, the next call builds a new scorer (cheap: the weights stay cached).
 """
 
 from __future__ import annotations
@@ -13,56 +18,46 @@ import copy
 import json
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator
 from typing_extensions import Self
 
 from .engine.heads import HeadSet, parse_head_list
+from .engine.options import OPTION_NAMES, ScoringOptions, option_specs
 from .engine.scoring import QRHeadScorer
 
-#: Field names whose values configure the scorer (the rest configure the adapter itself).
-LOAD_FIELDS = ("model", "heads", "device", "dtype", "attn_implementation")
-OPTION_FIELDS = (
-    "candidate_order", "calibrate", "null_query", "max_context_tokens", "max_passage_tokens",
-    "max_query_tokens", "fusion", "fusion_weight", "rrf_k",
-)
-SCORER_FIELDS = LOAD_FIELDS + OPTION_FIELDS
+HeadsField = str | list[tuple[int, int]] | None
 
-#: Defaults of the scorer settings, identical to the engine's (``QRHeadScorer.__init__``).
-DEFAULTS: dict[str, Any] = {
-    "model": None, "heads": None, "device": None, "dtype": None, "attn_implementation": None,
-    "candidate_order": "reversed", "calibrate": True, "null_query": "N/A", "max_context_tokens": None,
-    "max_passage_tokens": None, "max_query_tokens": 256, "fusion": None, "fusion_weight": 0.5, "rrf_k": 60,
+#: Model-loading settings (the engine's ``from_pretrained`` keywords) and their descriptions.
+LOADER_FIELDS: dict[str, tuple[Any, Any, str]] = {
+    "model": (str | None, None, "Scorer model: hub id, local folder, .gguf file or packaged model name; None = the "
+                                "embedded default (SmolLM2-135M-Instruct)."),
+    "heads": (HeadsField, None, "Heads that score: None = the set registered for the model; 'all'; 'random:K[:SEED]'; "
+                                "a registered variant name; a head-set JSON path; '13-18,13-21'; or a list of "
+                                "(layer, head)."),
+    "device": (str | None, None, "Device for the scorer model ('cpu', 'cuda', 'cuda:1', 'mps'); None = CUDA, then "
+                                 "MPS, then CPU."),
+    "device_map": (str | dict[str, Any] | None, None, "accelerate device map for big models ('auto', or a "
+                                                      "module -> device dict); instead of device."),
+    "dtype": (str | None, None, "Weights dtype ('float32', 'bfloat16', 'float16'); None = bfloat16/float16 on GPU, "
+                                "float32 on CPU."),
+    "attn_implementation": (str | None, None, "transformers attention implementation ('sdpa', 'eager', "
+                                              "'flash_attention_2'); None = the model's default."),
+    "revision": (str | None, None, "Model revision (branch, tag or commit) for hub ids."),
+    "trust_remote_code": (bool, False, "Allow a hub model's own code (only for models you trust)."),
+    "model_kwargs": (dict[str, Any] | None, None, "Further from_pretrained keywords, e.g. "
+                                                  "{'quantization_config': {...}} (JSON values)."),
 }
-
-#: Field descriptions, shared by both frameworks' classes (and their docs).
-DESCRIPTIONS: dict[str, str] = {
-    "model": "Scorer model: hub id, local folder, .gguf file or packaged model name; None = the embedded "
-             "default (SmolLM2-135M-Instruct).",
-    "heads": "Heads that score: None = the set registered for the model; 'all'; 'random:K[:SEED]'; a "
-             "registered variant name; a head-set JSON path; '13-18,13-21'; or a list of (layer, head).",
-    "device": "Device for the scorer model ('cpu', 'cuda', 'cuda:1', 'mps'); None = CUDA, then MPS, "
-              "then CPU.",
-    "dtype": "Weights dtype ('float32', 'bfloat16', 'float16'); None = bfloat16/float16 on GPU, "
-             "float32 on CPU.",
-    "attn_implementation": "transformers attention implementation ('sdpa', 'eager', 'flash_attention_2'); "
-                           "None = the model's default.",
-    "candidate_order": "Where the first-stage order puts passages in the prompt: 'reversed' (first "
-                       "candidate next to the query), 'as_given', or 'both' (average of the two).",
-    "calibrate": "Subtract the null query's attention mass (the QRHead calibration).",
-    "null_query": "The content-free query used for calibration.",
-    "max_context_tokens": "Token budget of one prompt; longer inputs are split into windows whose scores "
-                          "stay comparable. None = the model's context length.",
-    "max_passage_tokens": "Truncate each passage to this many tokens before scoring (flagged on the "
-                          "result, never silent). None = no truncation.",
-    "max_query_tokens": "Longest query (tokens) that windows reserve room for.",
-    "fusion": "Fuse the QRHead score with the first stage: None, 'rrf' (reciprocal rank) or 'linear' "
-              "(min-max normalised scores).",
-    "fusion_weight": "QRHead share of the fused score (the first stage gets 1 - fusion_weight).",
-    "rrf_k": "The k of reciprocal-rank fusion.",
-}
+LOAD_NAMES = tuple(LOADER_FIELDS)
+#: Options the adapters expose (all but the progress bar, which is the engine's business).
+ADAPTER_OPTION_NAMES = tuple(n for n in OPTION_NAMES if n != "show_progress")
+SCORER_FIELDS = LOAD_NAMES + ADAPTER_OPTION_NAMES
+#: Settings stored in a normal, JSON-friendly form (see :func:`normalize_field`).
+NORMALIZED_FIELDS = ("heads", "model", "dtype", "device")
 
 
 def normalize_heads(value: Any) -> Any:
@@ -79,15 +74,16 @@ def normalize_heads(value: Any) -> Any:
     return value
 
 
-def normalize_model(value: Any) -> Any:
-    if isinstance(value, os.PathLike):
+def normalize_field(name: str, value: Any) -> Any:
+    """The stored form of a scorer setting: what a pydantic ``mode="before"`` validator returns."""
+    if name == "heads":
+        return normalize_heads(value)
+    if name == "model" and isinstance(value, os.PathLike):
         return os.fspath(value)
-    return value
-
-
-def normalize_dtype(value: Any) -> Any:
-    if value is not None and not isinstance(value, str):
+    if name == "dtype" and value is not None and not isinstance(value, str):
         return str(value).removeprefix("torch.")
+    if name == "device" and value is not None:
+        return str(value)
     return value
 
 
@@ -101,7 +97,7 @@ class _Pinned:
 
 
 class ScorerSlot:
-    """The scorer of one adapter instance, (re)built from its settings when they change.
+    """The scorer of one adapter instance, (re)built from its settings when they change. Thread-safe.
 
     Held in a pydantic ``PrivateAttr``; pickling drops the scorer (it is rebuilt, from the process-wide
     model cache, on first use after unpickling).
@@ -111,12 +107,14 @@ class ScorerSlot:
         self.scorer: QRHeadScorer | None = None
         self.key: str | None = None
         self.pinned: _Pinned | None = None
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"scorer": None, "key": None, "pinned": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @staticmethod
     def key_of(settings: dict[str, Any]) -> str:
@@ -129,50 +127,79 @@ class ScorerSlot:
 
     def get(self, settings: dict[str, Any]) -> QRHeadScorer:
         key = self.key_of(settings)
-        if self.scorer is not None and self.key == key:
-            return self.scorer
-        options = {name: settings[name] for name in OPTION_FIELDS}
-        heads = settings["heads"]
-        if self.pinned is not None and settings["model"] == self.pinned.name:
-            scorer = QRHeadScorer.from_model(self.pinned.model, self.pinned.tokenizer, heads,
-                                             model_name=self.pinned.name, **options)
-        else:
-            scorer = QRHeadScorer.from_pretrained(
-                settings["model"], heads, device=settings["device"], dtype=settings["dtype"],
-                attn_implementation=settings["attn_implementation"], **options,
-            )
-        self.scorer, self.key = scorer, key
-        return scorer
+        with self._lock:
+            if self.scorer is not None and self.key == key:
+                return self.scorer
+            options = ScoringOptions.from_mapping({name: settings[name] for name in ADAPTER_OPTION_NAMES})
+            if self.pinned is not None and settings["model"] == self.pinned.name:
+                scorer = QRHeadScorer(self.pinned.model, self.pinned.tokenizer, settings["heads"], options=options,
+                                      model_name=self.pinned.name)
+            else:
+                loader = {name: settings[name] for name in LOAD_NAMES if name not in ("model", "heads")}
+                scorer = QRHeadScorer.from_pretrained(settings["model"], settings["heads"], options=options, **loader)
+            self.scorer, self.key = scorer, key
+            return scorer
 
 
-#: Settings stored in a normal, JSON-friendly form (see :func:`normalize_field`).
-NORMALIZED_FIELDS = ("heads", "model", "dtype", "device")
+def _option_field(spec: Any) -> tuple[Any, Any]:
+    annotation = spec.annotation
+    if spec.name == "template":
+        annotation = Literal["qrhead", "reference"]
+    extra: dict[str, Any] = {}
+    if spec.minimum is not None:
+        extra["ge"] = spec.minimum
+    if spec.maximum is not None:
+        extra["le"] = spec.maximum
+    if spec.kind is bool:
+        annotation = bool  # strict: "no" or 1 are not booleans (pydantic's lax mode would accept them)
+        extra["strict"] = True
+    if spec.kind is int and not spec.nullable:
+        extra["strict"] = True
+    return annotation, Field(default=spec.default, description=spec.description, **extra)
 
 
-def normalize_field(name: str, value: Any) -> Any:
-    """The stored form of a scorer setting: what a pydantic ``mode="before"`` validator returns."""
-    if name == "heads":
-        return normalize_heads(value)
-    if name == "model":
-        return normalize_model(value)
-    if name == "dtype":
-        return normalize_dtype(value)
-    if name == "device":
-        return None if value is None else str(value)
-    return value
+class _ScorerConfigBase(BaseModel):
+    """Loading settings; the option fields are added by :data:`ScorerConfig`."""
 
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-A = TypeVar("A", bound="ScorerSettings")
+    _slot: ScorerSlot = PrivateAttr(default_factory=ScorerSlot)
 
+    @field_validator(*NORMALIZED_FIELDS, mode="before", check_fields=False)
+    @classmethod
+    def _normalize(cls, value: Any, info: ValidationInfo) -> Any:
+        return normalize_field(info.field_name, value)
 
-class ScorerSettings:
-    """What both framework adapters do with their settings: build (and share) the engine scorer.
+    @field_validator("max_context_tokens", "max_passage_tokens", "rrf_k", mode="before", check_fields=False)
+    @classmethod
+    def _no_bools(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"{info.field_name} must be an integer, not {value!r}")
+        return value
 
-    Mixed into pydantic models that declare the :data:`SCORER_FIELDS` as fields and a
-    ``_slot: ScorerSlot = PrivateAttr(default_factory=ScorerSlot)``.
-    """
+    @field_validator("null_query", mode="after", check_fields=False)
+    @classmethod
+    def _null_query(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("null_query must not be empty (the default is 'N/A')")
+        return value
 
-    _slot: ScorerSlot
+    def scorer_settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SCORER_FIELDS}
+
+    def scoring_options(self) -> ScoringOptions:
+        """The engine options these fields describe."""
+        return ScoringOptions.from_mapping({name: getattr(self, name) for name in ADAPTER_OPTION_NAMES})
+
+    @property
+    def scorer(self) -> QRHeadScorer:
+        """The engine scorer for the current settings (loaded on first use, model shared process-wide)."""
+        return self._slot.get(self.scorer_settings())
+
+    def load(self) -> Self:
+        """Load the scorer model now instead of on the first query; returns ``self``."""
+        _ = self.scorer
+        return self
 
     @classmethod
     def from_scorer(cls, scorer: QRHeadScorer, **kwargs: Any) -> Self:
@@ -181,35 +208,33 @@ class ScorerSettings:
         fields = settings_of_scorer(scorer)
         fields.update(kwargs)
         self = cls(**fields)
-        self._slot.pin(scorer, self._settings())
+        self._slot.pin(scorer, self.scorer_settings())
         return self
 
-    def _settings(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SCORER_FIELDS}
 
-    @property
-    def scorer(self) -> QRHeadScorer:
-        """The engine scorer for the current settings (loaded on first use, model shared process-wide)."""
-        return self._slot.get(self._settings())
-
-    def load(self) -> Self:
-        """Load the scorer model now instead of on the first query; returns ``self``."""
-        _ = self.scorer
-        return self
+ScorerConfig: type[_ScorerConfigBase] = create_model(  # type: ignore[call-overload]
+    "ScorerConfig",
+    __base__=_ScorerConfigBase,
+    __doc__="Scorer settings as pydantic fields: model loading plus every scoring option.",
+    **{name: (annotation, Field(default=default, description=desc))
+       for name, (annotation, default, desc) in LOADER_FIELDS.items()},
+    **{spec.name: _option_field(spec) for spec in option_specs() if spec.name in ADAPTER_OPTION_NAMES},
+)
 
 
 def settings_of_scorer(scorer: QRHeadScorer) -> dict[str, Any]:
     """Field values that describe ``scorer`` (for ``from_scorer``)."""
-    model = scorer.model
     out: dict[str, Any] = {
         "model": scorer.model_name,
         "heads": [tuple(h) for h in scorer.heads.heads],
-        "device": str(scorer._input_device),
-        "dtype": normalize_dtype(getattr(model, "dtype", None)),
-        "attn_implementation": None,
+        "device": str(scorer._device),
+        "dtype": normalize_field("dtype", getattr(scorer.model, "dtype", None)),
     }
-    for name in OPTION_FIELDS:
-        out[name] = getattr(scorer, name)
+    options = scorer.options.to_dict()
+    if not isinstance(options["template"], str) or options["template"] not in ("qrhead", "reference"):
+        raise ValueError("from_scorer: a scorer with a custom PromptTemplate object cannot be described by "
+                         "adapter settings (use template='qrhead' or 'reference')")
+    out.update({k: v for k, v in options.items() if k != "show_progress"})
     return out
 
 
@@ -230,7 +255,7 @@ def _copy_value(value: Any) -> Any:
 
 
 def first_stage_scores(scores: Sequence[Any]) -> list[float] | None:
-    """The first-stage scores when every candidate has a finite one, else None (the order is used)."""
+    """The first-stage scores when every candidate has a finite one, else None (the input order is used)."""
     values = []
     for s in scores:
         if s is None or isinstance(s, bool):

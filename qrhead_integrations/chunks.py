@@ -21,12 +21,14 @@ offsets into the source document and always satisfy ``document[start:end] == chu
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .engine.ranking import check_query
 
 logger = logging.getLogger("qrhead_integrations")
 
@@ -251,6 +253,25 @@ def check_selection_options(top_k: Any, token_budget: Any, candidate_order: Any)
                          f"not {candidate_order!r}")
 
 
+class DocumentChunks:
+    """One document's chunks, located once and again only when the text or the splitter changes.
+
+    What both frameworks' chunk retrievers keep between queries; thread-safe."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._chunks: list[Chunk] = []
+        self._lock = threading.Lock()
+
+    def get(self, text: str, split: Callable[[str], Sequence[str]], *, source_id: str | None, splitter: Any) -> list[Chunk]:
+        key = (text, id(splitter), source_id)
+        with self._lock:
+            if self._key != key:
+                self._chunks = locate_chunks(text, split(text), source_id=source_id)
+                self._key = key
+            return self._chunks
+
+
 def select_chunks(
     scorer: Any,
     query: str,
@@ -282,23 +303,21 @@ def select_chunks(
     if top_k is None and token_budget is None:
         top_k = 5
     overrides: dict[str, Any] = {}
-    if candidate_order is not None and candidate_order != getattr(scorer, "candidate_order", candidate_order):
+    if candidate_order is not None and candidate_order != scorer.options.candidate_order:
         overrides["candidate_order"] = candidate_order
-    if first_stage_scores is None and getattr(scorer, "fusion", None) is not None:
+    if first_stage_scores is None and scorer.options.fusion is not None:
         overrides["fusion"] = None  # without a first stage, fusion would mix in the document position
     if overrides:
-        scorer = copy.copy(scorer)  # shares the model; only this call sees the overrides
-        for name, value in overrides.items():
-            setattr(scorer, name, value)
+        scorer = scorer.with_options(**overrides)  # a new scorer on the same weights; the caller's is unchanged
     chunks = list(chunks)
     for i, c in enumerate(chunks):
         if not isinstance(c, Chunk):
             raise TypeError(f"chunk {i} is a {type(c).__name__}; build chunks with locate_chunks or "
                             "split_by_tokens")
     if not chunks:
-        scorer._check_query(query)
+        check_query(query)
         return ChunkSelection(query, (), 0, 0, token_budget, top_k, keep_document_order)
-    count = token_counter(count_tokens) if count_tokens is not None else scorer._token_count
+    count = token_counter(count_tokens) if count_tokens is not None else scorer.count_tokens
     ranked = scorer.rank(query, [c.text for c in chunks],
                          top_k=None if token_budget is not None else top_k,
                          first_stage_scores=first_stage_scores)

@@ -11,32 +11,67 @@ from typing import Any
 
 from .engine.packaged import DEFAULT_MODEL
 
+HEADS_HELP = ("heads: the registered set (default), a registered variant (e.g. retrieval), all, random:K[:SEED], "
+              "'13-18,13-21' (layer-head, 0-based), or a head-set JSON file")
 
-def _add_model_args(p: argparse.ArgumentParser, heads_help: str = "head set") -> None:
+
+def _add_model_args(p: argparse.ArgumentParser, heads_help: str | None = HEADS_HELP) -> None:
     p.add_argument("--model", default=None,
                    help=f"hub id, local folder, .gguf file or packaged model name (default: {DEFAULT_MODEL})")
-    p.add_argument("--heads", default=None, help=heads_help)
+    if heads_help is not None:
+        p.add_argument("--heads", default=None, help=heads_help)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto (multi-GPU)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--order", default="reversed", choices=["reversed", "as_given", "both"],
-                   help="candidate order in the prompt: reversed puts the first input next to the query")
-    p.add_argument("--max-passage-tokens", type=int, default=None, help="truncate longer passages (flagged)")
-    p.add_argument("--max-context-tokens", type=int, default=None, help="token budget of one prompt")
+    _add_option_args(p)
 
 
-def _scorer(args: argparse.Namespace, heads: Any = None):
+def _add_option_args(p: argparse.ArgumentParser) -> None:
+    """One flag per scoring option, generated from ScoringOptions (defaults, choices and help included)."""
+    from .engine.options import option_specs
+
+    g = p.add_argument_group("scoring options")
+    for spec in option_specs():
+        if spec.name == "show_progress":
+            continue
+        flags = ["--" + spec.name.replace("_", "-")]
+        if spec.name == "candidate_order":
+            flags.append("--order")
+        default = f" (default: {spec.default})"
+        if spec.kind is bool:
+            g.add_argument(*flags, dest=spec.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=spec.description + default)
+            continue
+        kind = {int: int, float: float}.get(spec.kind, str)
+        choices = list(spec.choices) + (["none"] if spec.nullable else []) if spec.choices else None
+        g.add_argument(*flags, dest=spec.name, type=_nullable(kind) if spec.nullable else kind, choices=choices,
+                       default=argparse.SUPPRESS, help=spec.description + default)
+
+
+def _nullable(kind: Any):
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    from .engine.options import OPTION_NAMES
+
+    return {name: getattr(args, name) for name in OPTION_NAMES if hasattr(args, name)}
+
+
+def _scorer(args: argparse.Namespace, heads: Any = None, **overrides: Any):
     from .engine.scoring import QRHeadScorer
 
+    options = {**_options(args), **overrides}
     return QRHeadScorer.from_pretrained(
         args.model,
-        heads if heads is not None else args.heads,
+        heads if heads is not None else getattr(args, "heads", None),
         device=args.device,
         device_map=args.device_map,
         dtype=args.dtype,
-        candidate_order=args.order,
-        max_passage_tokens=args.max_passage_tokens,
-        max_context_tokens=args.max_context_tokens,
+        **options,
     )
 
 
@@ -106,7 +141,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if main:
         print(f"detecting on {desc}", file=sys.stderr)
     scorer = _scorer(args, heads="all")
-    result = detect_heads(scorer, examples, top_k=args.top_k, calibrate=not args.no_calibrate,
+    result = detect_heads(scorer, examples, top_k=args.top_k, criterion=args.criterion, fit_weights=args.fit_weights,
                           shuffle=args.shuffle, seed=args.seed, data_description=desc, name=args.name,
                           return_details=True)
     if not main:
@@ -150,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", "-q", required=True)
     p.add_argument("--top-k", type=int, default=None, help="print only the best K")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _add_model_args(p, "heads: registered set (default), all, random:K:SEED, '13-18,13-21', or a JSON file")
+    _add_model_args(p)
     p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("detect", help="detect a model's QR heads from labelled examples")
@@ -163,11 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=int, default=0, help="skip this many examples first (disjoint subsets)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top-k", type=int, default=16, help="heads to keep (16 for <10B models, 32 for 70B)")
-    p.add_argument("--no-calibrate", action="store_true", help="rank heads by raw, not calibrated, mass")
+    p.add_argument("--criterion", default="mass", choices=["mass", "ndcg"],
+                   help="mass: mean attention mass on the gold passages (the paper); ndcg: each head's own "
+                        "nDCG@10 (the authors' BEIR procedure)")
+    p.add_argument("--fit-weights", action="store_true",
+                   help="also fit non-negative weights over the kept heads (pairwise logistic, on the same examples)")
     p.add_argument("--shuffle", action="store_true", help="shuffle each example's candidates (seeded)")
     p.add_argument("--name", default="qrhead", help="name stored in the head set")
     p.add_argument("--plot", default=None, help="also write a layers x heads heat map (PNG)")
-    _add_model_args(p)
+    _add_model_args(p, heads_help=None)  # detection measures every head
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("models", help="list packaged models and registered head sets")

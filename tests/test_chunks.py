@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 from conftest import load_tokenizer, tiny_model
 
-from qrhead_integrations import QRHeadScorer
+from qrhead_integrations import QRHeadScorer, ScoringOptions
 from qrhead_integrations.chunks import (
     Chunk,
     ChunkSelection,
@@ -130,12 +130,9 @@ class FixedScorer:
         self.scores = scores
         self.calls = 0
 
-    def _check_query(self, q):
-        if not q.strip():
-            raise ValueError("query is empty")
-        return q
+    options = ScoringOptions(candidate_order="as_given")
 
-    def _token_count(self, text):
+    def count_tokens(self, text):
         return len(text.split())
 
     def rank(self, query, passages, top_k=None, first_stage_scores=None):

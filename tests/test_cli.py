@@ -94,6 +94,6 @@ def test_detect_on_jsonl(model_dir, tmp_path, passages_txt, capsys):
     assert rc == 0
     saved = json.loads(out.read_text())
     assert len(saved["heads"]) == 3 and saved["info"]["examples"] == 3
-    assert len(saved["head_scores"]) == 4 and len(saved["head_scores"][0]) == 4
+    assert len(saved["detection_scores"]) == 4 and len(saved["detection_scores"][0]) == 4
     # the detected file is accepted by rank
     assert main(["rank", "--model", str(model_dir), "--heads", str(out), "--query", "q", str(passages_txt)]) == 0

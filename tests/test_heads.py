@@ -76,7 +76,7 @@ def test_all_and_random():
 
 def test_json_round_trip(tmp_path):
     hs = HeadSet(((3, 1), (2, 0)), name="mine", model="org/model", shape=SHAPE, scores=(0.5, 0.25),
-                 head_scores=tuple(tuple(0.0 for _ in range(9)) for _ in range(30)), info={"examples": 3})
+                 detection_scores=tuple(tuple(0.0 for _ in range(9)) for _ in range(30)), info={"examples": 3})
     path = tmp_path / "heads.json"
     hs.to_json(path)
     back = HeadSet.from_json(path)

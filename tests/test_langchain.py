@@ -250,8 +250,12 @@ def test_rerank_retriever_in_an_lcel_chain(store, reranker):
     (rerank_run,) = rec.named("QRHeadReranker")
     assert rerank_run[3] in retriever_runs
     assert asyncio.run(retriever.ainvoke(QUERY)) == docs
+    # k is the number of results (LangChain's convention), at construction and per call
+    two = QRHeadRerankRetriever(base_retriever=store.as_retriever(search_kwargs={"k": 5}), reranker=reranker, k=2)
+    assert [d.id for d in two.invoke(QUERY)] == [d.id for d in docs[:2]]
+    assert [d.id for d in retriever.invoke(QUERY, k=4)][:3] == [d.id for d in docs]
     with pytest.raises(ValidationError):
-        QRHeadRerankRetriever(base_retriever=store.as_retriever(), reranker=reranker, k=3)
+        QRHeadRerankRetriever(base_retriever=store.as_retriever(), reranker=reranker, top_k=3)
 
 
 def test_contextual_compression_retriever_and_pipeline(store, reranker):

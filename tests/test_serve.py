@@ -7,7 +7,6 @@ Most tests serve a tiny random-weight model (fast); one serves the embedded defa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading

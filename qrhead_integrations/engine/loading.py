@@ -8,6 +8,7 @@ dequantised once into a safetensors folder under the user cache (``$QRHEAD_CACHE
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,13 +16,14 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import QRHeadRuntimeError
+from .errors import QRHeadRuntimeError, QRHeadValueError
 from .packaged import DEFAULT_MODEL, PackagedModel, packaged_model
 
 logger = logging.getLogger("qrhead_integrations")
@@ -34,11 +36,27 @@ class ModelLoadError(QRHeadRuntimeError):
 
 
 def cache_root() -> Path:
+    """Where converted models (and evaluation caches) live: ``$QRHEAD_CACHE``, else
+    ``$XDG_CACHE_HOME/qrhead-integrations``, else ``~/.cache/qrhead-integrations``."""
     root = os.environ.get("QRHEAD_CACHE")
     if root:
         return Path(root).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "qrhead-integrations"
+
+
+def writable_dir(path: Path) -> Path:
+    """``path`` as an existing, writable folder, or a clear error that says how to choose another one."""
+    hint = "set QRHEAD_CACHE to a writable folder"
+    if path.exists() and not path.is_dir():
+        raise ModelLoadError(f"the model cache {path} is a file, not a folder ({hint})")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot create the model cache folder {path}: {exc.strerror} ({hint})") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ModelLoadError(f"the model cache folder {path} is not writable ({hint})")
+    return path
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -53,9 +71,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"invalid device {device!r}") from exc
+        raise QRHeadValueError(f"invalid device {device!r} (use 'cpu', 'cuda', 'cuda:1', 'mps' or None)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise QRHeadValueError(f"device={device!r}, but CUDA is not available on this machine "
+                                   "(use device='cpu', or None to pick the best device)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise QRHeadValueError(f"device={device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise QRHeadValueError(f"device={device!r}, but Apple MPS is not available (use 'cpu' or None)")
+    return dev
 
 
 def input_device(model: torch.nn.Module) -> torch.device:
@@ -87,9 +114,16 @@ _DTYPES = {
 }
 
 
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``None``/``"auto"``: bfloat16 on a GPU that supports it (else float16), float32 on CPU."""
     if isinstance(dtype, torch.dtype):
+        if dtype not in _FLOAT_DTYPES:
+            raise QRHeadValueError(f"unsupported dtype {dtype}: weights must be a floating-point type "
+                                   "(float32, bfloat16, float16); for quantised weights pass "
+                                   "model_kwargs={'quantization_config': ...}")
         return dtype
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
@@ -98,7 +132,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     try:
         return _DTYPES[str(dtype).lower().removeprefix("torch.")]
     except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+        raise QRHeadValueError(f"unsupported dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
 @dataclass(frozen=True)
@@ -165,61 +199,171 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+GGUF_MAGIC = b"GGUF"
+_QUIET_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars ("Loading weights", "Converting GGUF tensors") from transformers while we load or
+    convert a model: a plain ``qrhead rank`` prints only its result. Restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    with _QUIET_LOCK:
+        was = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if was:
+                hf_logging.enable_progress_bar()
+
+
+def check_gguf(path: Path) -> None:
+    """A clear error for files that are not GGUF (empty, random bytes, cut short), before transformers reads them."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read the GGUF file {path}: {exc.strerror}") from exc
+    if size == 0:
+        raise ModelLoadError(f"{path} is empty (0 bytes), not a GGUF model file")
+    if head[:4] != GGUF_MAGIC:
+        raise ModelLoadError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    if len(head) < 24:
+        raise ModelLoadError(f"{path} is cut short ({size} bytes): not a complete GGUF model file")
+
+
 def _convert(gguf_path: Path, dest: Path, info: dict[str, Any]) -> None:
+    """Dequantise a GGUF file into a safetensors folder at ``dest`` (atomically: a temporary folder is
+    renamed into place), recording each written file's size, mtime and sha256 in the marker."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_gguf(gguf_path)
     logger.info("converting %s to safetensors in %s (once)", gguf_path.name, dest)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a shared cache needs the usual permissions
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-        )
+        try:
+            tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+            with _quiet_transformers():
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+                )
+        except (ValueError, OSError, KeyError, RuntimeError, EOFError) as exc:
+            raise ModelLoadError(f"could not read the GGUF file {gguf_path}: {exc}") from exc
         # transformers 5 refuses to save a GGUF-loaded model while it is marked quantised.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained(str(tmp))
+        with _quiet_transformers():
+            model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         del model
+        info = {**info, "files": _file_records(tmp)}
         (tmp / CONVERSION_MARKER).write_text(json.dumps(info, indent=1))
+        if dest.exists():
+            shutil.rmtree(dest)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    return {p.name: {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": _sha256_file(p)}
+            for p in sorted(folder.iterdir()) if p.is_file() and p.name != CONVERSION_MARKER}
+
+
+def verify_converted(dest: Path, *, full: bool | None = None) -> str | None:
+    """None when the converted folder is intact, else what is wrong with it.
+
+    Cheap by default: every recorded file must exist with its recorded size and modification time;
+    a file whose size or time changed is hashed and compared with its recorded sha256 (``full=True``,
+    or ``QRHEAD_VERIFY=full``, hashes every file).
+    """
+    if full is None:
+        full = os.environ.get("QRHEAD_VERIFY", "").lower() == "full"
+    marker = dest / CONVERSION_MARKER
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return "its marker file is missing or unreadable"
+    files = info.get("files")
+    if not isinstance(files, dict) or not files:
+        return "it records no file hashes (made by an older version)"
+    for name, rec in files.items():
+        p = dest / name
+        if not p.is_file():
+            return f"{name} is missing"
+        st = p.stat()
+        if st.st_size != rec.get("size"):
+            return f"{name} has {st.st_size} bytes, {rec.get('size')} were written"
+        if full or st.st_mtime_ns != rec.get("mtime_ns"):
+            if _sha256_file(p) != rec.get("sha256"):
+                return f"{name} was changed since it was written (sha256 differs)"
+    return None
+
+
+def _clean_leftovers(dest: Path) -> None:
+    """Remove what killed conversions of ``dest`` left behind (called with ``dest``'s lock held)."""
+    for leftover in dest.parent.glob(dest.name + ".tmp-*"):
+        logger.info("removing %s, left by an interrupted conversion", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _ensure_converted(dest: Path, build: Any) -> Path:
+    """``dest`` intact, (re)building it with ``build()`` under a cross-process lock when it is missing or broken."""
+    if dest.is_dir() and verify_converted(dest) is None:
+        return dest
+    with _locked(dest):
+        _clean_leftovers(dest)
+        problem = verify_converted(dest) if dest.is_dir() else "missing"
+        if problem is None:
+            return dest
+        if problem != "missing":
+            logger.warning("the converted model in %s is broken (%s): rebuilding it", dest, problem)
+        build()
+    return dest
+
+
 def _locked(path: Path):
     from filelock import FileLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(path.parent)
     return FileLock(str(path) + ".lock")
 
 
 def converted_folder(source: ModelSource) -> Path:
-    """The safetensors folder for a GGUF or packaged source, converting it on first use."""
-    root = cache_root() / "models"
+    """The safetensors folder for a GGUF or packaged source, converting it on first use (and again if
+    the converted files were damaged)."""
+    root = writable_dir(cache_root() / "models")
     if source.packaged is not None:
         pm = source.packaged
         dest = root / f"{pm.name}-{pm.sha256[:12]}"
-        if (dest / CONVERSION_MARKER).is_file():
-            return dest
-        pm.part_paths()  # clear error if not installed
-        with _locked(dest):
-            if (dest / CONVERSION_MARKER).is_file():
-                return dest
-            joined = dest.parent / f"{pm.name}.gguf.partial"
+
+        def build_packaged() -> None:
+            pm.part_paths()  # clear error if not installed
+            joined = dest.parent / f"{dest.name}.tmp-join.gguf"
             try:
                 sha = pm.write_gguf(joined)
-                gguf = joined.with_suffix("")  # ".gguf"
-                os.replace(joined, gguf)
-                _convert(gguf, dest, {"name": pm.hf_id, "source": pm.name, "sha256": sha,
-                                      "requirements": list(pm.requirements)})
+                _convert(joined, dest, {"name": pm.hf_id, "source": pm.name, "sha256": sha,
+                                        "requirements": list(pm.requirements)})
             finally:
                 joined.unlink(missing_ok=True)
-                joined.with_suffix("").unlink(missing_ok=True)
-        return dest
+
+        if not (dest.is_dir() and verify_converted(dest) is None):
+            pm.part_paths()
+        return _ensure_converted(dest, build_packaged)
 
     gguf = Path(source.location)
+    check_gguf(gguf)
     st = gguf.stat()
     index_path = root / "gguf-index.json"
     key = f"{gguf}|{st.st_size}|{st.st_mtime_ns}"
@@ -229,10 +373,13 @@ def converted_folder(source: ModelSource) -> Path:
         index = {}
     sha = index.get(key) or _sha256_file(gguf)
     dest = root / f"{gguf.stem}-{sha[:12]}"
-    with _locked(dest):
-        if not (dest / CONVERSION_MARKER).is_file():
-            _convert(gguf, dest, {"name": source.name, "source": str(gguf), "sha256": sha})
-        if index.get(key) != sha:
+    _ensure_converted(dest, lambda: _convert(gguf, dest, {"name": source.name, "source": str(gguf), "sha256": sha}))
+    if index.get(key) != sha:
+        with _locked(index_path):
+            try:
+                index = json.loads(index_path.read_text())
+            except (OSError, ValueError):
+                index = {}
             index[key] = sha
             index_path.write_text(json.dumps(index, indent=1))
     return dest
@@ -272,6 +419,9 @@ def load_model(
     model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Load (or fetch from the process cache) a causal LM and its fast tokenizer."""
+    check_attn_implementation(attn_implementation)
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise QRHeadValueError(f"model_kwargs must be a dict of from_pretrained keywords, not {type(model_kwargs).__name__}")
     source = resolve_source(model)
     if device_map is not None and device is not None:
         raise ValueError("pass either device or device_map, not both")
@@ -305,6 +455,33 @@ def load_model(
         return loaded
 
 
+def check_attn_implementation(name: str | None) -> None:
+    """A clear error for an attention implementation transformers does not know (before any loading)."""
+    if name is None:
+        return
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    base = name.removeprefix("paged|")
+    if base != "eager" and base not in ALL_ATTENTION_FUNCTIONS:
+        known = ", ".join(["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()])
+        raise QRHeadValueError(f"attn_implementation={name!r} is not an attention implementation transformers "
+                               f"knows (known: {known}; None = the model's default)")
+
+
+def _check_folder(location: str, model_kwargs: dict[str, Any]) -> None:
+    """Refuse pickle-only weights unless the caller opted in (``model_kwargs={'use_safetensors': False}``)."""
+    folder = Path(location)
+    if not folder.is_dir() or model_kwargs.get("use_safetensors") is False:
+        return
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
+        return
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+    if pickles:
+        raise ModelLoadError(
+            f"{folder} holds only pickle weights ({', '.join(pickles[:3])}): loading them can run arbitrary code. "
+            "Convert them to safetensors, or opt in with model_kwargs={'use_safetensors': False} if you trust them")
+
+
 def _load_uncached(source, placement, torch_dtype, attn_implementation, revision,
                    trust_remote_code, model_kwargs) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -312,7 +489,12 @@ def _load_uncached(source, placement, torch_dtype, attn_implementation, revision
     location = source.location
     if source.kind in ("gguf", "packaged"):
         location = str(converted_folder(source))
+    elif source.kind == "folder":
+        _check_folder(location, model_kwargs)
     kwargs: dict[str, Any] = dict(model_kwargs)
+    kwargs.setdefault("use_safetensors", True)
+    if kwargs["use_safetensors"] is None:
+        del kwargs["use_safetensors"]
     kwargs.update(dtype=torch_dtype, device_map=placement, trust_remote_code=trust_remote_code)
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -322,8 +504,9 @@ def _load_uncached(source, placement, torch_dtype, attn_implementation, revision
         tokenizer = AutoTokenizer.from_pretrained(
             location, revision=revision, trust_remote_code=trust_remote_code
         )
-        lm = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    except OSError as exc:
+        with _quiet_transformers():
+            lm = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
         hint = ""
         if source.kind == "hub":
             hint = (
@@ -345,3 +528,12 @@ def _packaged_names() -> list[str]:
     from .packaged import PACKAGED_MODELS
 
     return sorted(PACKAGED_MODELS)
+
+
+def model_display_name(model: str | os.PathLike[str] | None) -> str:
+    """The name a model setting refers to, without loading it (for events and reports)."""
+    if model is None:
+        model = DEFAULT_MODEL
+    text = os.fspath(model)
+    pm = packaged_model(text)
+    return pm.hf_id if pm is not None and not os.path.exists(text) else text

@@ -105,7 +105,7 @@ def run_chunk_experiment(
 
     all_heads = HeadSet.all_heads(shape)
     # Chunks of one document keep document order in the prompt (not the retriever-style reversed order).
-    saved_order, scorer.candidate_order = scorer.candidate_order, "as_given"
+    scorer = scorer.with_options(candidate_order="as_given", calibrate=True)
     bar = tqdm(total=len(questions), desc=f"{ds.root.name} chunks", disable=not show_progress)
     for doc_id, qs in by_doc.items():
         text = ds.documents[doc_id]["text"]
@@ -126,8 +126,8 @@ def run_chunk_experiment(
             if m is None:
                 if enc is None:
                     enc = scorer.encode(chunks, heads=all_heads)
-                    windows.append(len({w for w in enc.window_of}))
-                hs = enc.head_masses(q["question"], calibrate=True)
+                    windows.append(len(enc.layout.windows))
+                hs = enc.head_masses(q["question"])
                 m = Masses(hs.real * hs.scale[None, :], hs.null * hs.scale[None, :], ids, hs.truncated)
                 if cache:
                     cache.put(q["id"], m)
@@ -141,7 +141,6 @@ def run_chunk_experiment(
                 record("dense", q["id"], chunk_vecs @ encoder.encode([q["question"]])[0], gold)
             bar.update(1)
     bar.close()
-    scorer.candidate_order = saved_order
     for table in (per_method, hits):
         rnd = [k for k in table if k.startswith("random#")]
         if rnd:

@@ -60,6 +60,11 @@ def add_eval_parser(sub: Any) -> None:
     k.add_argument("--chunk-tokens", type=int, default=256, help="squad: chunk size in tokens")
     k.set_defaults(func=cmd_collect)
 
+    st = esub.add_parser("study", help="evaluate every scoring variant from the stored masses (no model passes)")
+    _common(st)
+    st.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
+    st.set_defaults(func=cmd_study)
+
     n = esub.add_parser("needle", help="needle in a haystack: retrieval-head detection and head masking")
     n.add_argument("--model", default=None)
     n.add_argument("--device", default=None)
@@ -170,6 +175,31 @@ def cmd_collect(args: argparse.Namespace) -> int:
         secs = [m.seconds for m in got.values()]
         print(f"{args.set} {order}: {len(got)} queries in {store.dir} (mean {np.mean(secs):.1f} s per query)",
               file=sys.stderr)
+    return 0
+
+
+#: The sets of the quality study (scripts/quality_study.sh collects exactly these).
+STUDY_PLAN = {
+    "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 128, 0)},
+    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(120, 1000)], "hotpotqa": [(None, 0)],
+             "squad": {"questions": 150, "chunk_tokens": 256, "max_passage_tokens": 512}},
+}
+STUDY_PLAN_SMALL = {
+    "detect": {"scifact": ("scifact-train", 64, 0), "nq": ("nq", 64, 0)},
+    "eval": {"scifact-test": [(60, 0)], "nq": [(60, 1000)], "hotpotqa": [(None, 0)]},
+}
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import markdown, run_study, save
+
+    scorer = _scorer(args)
+    plan = STUDY_PLAN_SMALL if "qwen" in scorer.model_name.lower() else STUDY_PLAN
+    report = run_study(scorer, _data_root(args), _cache(args) / "tokens", plan,
+                       log=lambda s: print(s, file=sys.stderr))
+    save(args.out, report)
+    Path(args.out).with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}", file=sys.stderr)
     return 0
 
 

@@ -70,8 +70,8 @@ class MassCache:
             "fingerprint": config_fingerprint(scorer.model.config),
             "dtype": str(scorer.model.dtype),
             "template": TEMPLATE_VERSION,
-            "null": scorer.null_query,
-            "max_passage_tokens": scorer.max_passage_tokens,
+            "null": scorer.options.null_query,
+            "max_passage_tokens": scorer.options.max_passage_tokens,
             **setting,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -151,7 +151,7 @@ def collect_masses(
         perm = list(range(len(item.passages)))
         if order == "shuffled":
             perm = shuffle_permutation(item.qid, len(perm), seed)
-        hs = scorer.head_masses(item.query, [item.passages[i] for i in perm], heads=all_heads, calibrate=True)
+        hs = placed.head_masses(item.query, [item.passages[i] for i in perm], heads=all_heads)
         inv = np.argsort(perm)
         scale = hs.scale[None, :]  # window factor (1.0 when the candidates fit one prompt)
         return Masses((hs.real * scale)[:, inv], (hs.null * scale)[:, inv], list(item.doc_ids),
@@ -166,12 +166,8 @@ def collect_masses(
 
     label = desc + (f" (rank 0 of {parallel.world_size()})" if parallel.is_distributed() else "")
     bar = lambda idx: tqdm(idx, desc=label, disable=not show_progress or not main)  # noqa: E731
-    saved_order = scorer.candidate_order
-    scorer.candidate_order = placement
-    try:
-        computed = parallel.map_sharded(one, todo, on_result=put, progress=bar)
-    finally:
-        scorer.candidate_order = saved_order
+    placed = scorer.with_options(candidate_order=placement, calibrate=True)
+    computed = parallel.map_sharded(one, todo, on_result=put, progress=bar)
     if cache:
         for j, m in enumerate(computed):  # the other processes' results
             if j not in written:

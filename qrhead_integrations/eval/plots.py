@@ -23,10 +23,10 @@ def _pyplot():
 
 def plot_head_scores(head_set: HeadSet, path: str | os.PathLike[str], title: str | None = None) -> None:
     """Heat map of every head's detection score; the selected heads are outlined."""
-    if head_set.head_scores is None:
-        raise ValueError("this head set carries no per-head scores (head_scores)")
+    if head_set.detection_scores is None:
+        raise ValueError("this head set carries no per-head scores (detection_scores)")
     plt = _pyplot()
-    matrix = np.asarray(head_set.head_scores)  # [layers, heads]
+    matrix = np.asarray(head_set.detection_scores)  # [layers, heads]
     layers, heads = matrix.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * heads + 2), max(3.0, 0.22 * layers + 1.5)))
     lim = np.abs(matrix).max() or 1.0

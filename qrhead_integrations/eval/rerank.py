@@ -101,7 +101,7 @@ def detect_from_masses(scorer: QRHeadScorer, data: RerankData, masses: dict[str,
     info = {"method": "qrscore-calibrated", "examples": len(rows),
             "data": f"{description}; {len(rows)} with a gold passage among the candidates",
             "order": order, "placement": placement, "seed": seed,
-            "max_passage_tokens": scorer.max_passage_tokens, "prompt_template": TEMPLATE_VERSION,
+            "max_passage_tokens": scorer.options.max_passage_tokens, "prompt_template": TEMPLATE_VERSION,
             "config_fingerprint": config_fingerprint(scorer.model.config)}
     result = select_top_heads(np.stack(rows), top_k, name=name, model=scorer.model_name, shape=shape, info=info)
     prior = position_prior(result.head_set, kept, data.qrels, masses, shape.num_heads, order, placement, seed)
@@ -275,7 +275,7 @@ def run_rerank_experiment(
     result.notes = {
         "head_sets": {k: {"heads": str(v), "name": v.name, "info": dict(v.info)} for k, v in resolved.items()},
         "random_seeds": random_seeds, "k": k, "order_seed": seed,
-        "max_passage_tokens": scorer.max_passage_tokens, "dtype": str(scorer.model.dtype),
+        "max_passage_tokens": scorer.options.max_passage_tokens, "dtype": str(scorer.model.dtype),
     }
     return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -16,25 +16,15 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.retrievers import BaseRetriever, RetrieverLike
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field
 
-from .._adapter import (
-    DEFAULTS,
-    DESCRIPTIONS,
-    NORMALIZED_FIELDS,
-    ScorerSettings,
-    ScorerSlot,
-    copy_metadata,
-    first_stage_scores,
-    normalize_field,
-)
-from ..engine.scoring import RankedPassage
+from .._adapter import ScorerConfig, copy_metadata, first_stage_scores
+from ..engine.ranking import RankedPassage
 
-HeadsField = str | list[tuple[int, int]] | None
 RUN_NAME = "QRHeadReranker"
 
 
-class QRHeadReranker(ScorerSettings, BaseDocumentCompressor):
+class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
     """Re-rank documents with a language model's query-focused retrieval heads (QRHead).
 
     All documents are scored in one forward pass of the scorer model (windows when they exceed its
@@ -45,30 +35,13 @@ class QRHeadReranker(ScorerSettings, BaseDocumentCompressor):
     Returns new ``Document`` objects (same ``id``, deep-copied metadata) with ``metadata["relevance_score"]``
     (a Python float: the QRHead score, or the fused score with ``fusion``); the input is not modified.
     Callbacks passed in (or configured globally, e.g. tracing) see one chain run named
-    ``QRHeadReranker`` with the query and the returned documents.
+    ``QRHeadReranker`` with the query and the returned documents. Every scoring option of the engine is
+    a field here (see :class:`~qrhead_integrations.ScoringOptions`).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    model: str | None = Field(default=None, description=DESCRIPTIONS["model"])
-    heads: HeadsField = Field(default=None, description=DESCRIPTIONS["heads"])
-    top_n: int | None = Field(default=3, ge=1, description="Documents to return; None = all, re-ordered.")
-    device: str | None = Field(default=None, description=DESCRIPTIONS["device"])
-    dtype: str | None = Field(default=None, description=DESCRIPTIONS["dtype"])
-    attn_implementation: str | None = Field(default=None, description=DESCRIPTIONS["attn_implementation"])
-    candidate_order: Literal["reversed", "as_given", "both"] = Field(
-        default=DEFAULTS["candidate_order"], description=DESCRIPTIONS["candidate_order"])
-    calibrate: bool = Field(default=DEFAULTS["calibrate"], description=DESCRIPTIONS["calibrate"])
-    null_query: str = Field(default=DEFAULTS["null_query"], min_length=1,
-                            description=DESCRIPTIONS["null_query"])
-    max_context_tokens: int | None = Field(default=None, ge=1, description=DESCRIPTIONS["max_context_tokens"])
-    max_passage_tokens: int | None = Field(default=None, ge=1, description=DESCRIPTIONS["max_passage_tokens"])
-    max_query_tokens: int = Field(default=DEFAULTS["max_query_tokens"], ge=1,
-                                  description=DESCRIPTIONS["max_query_tokens"])
-    fusion: Literal["rrf", "linear"] | None = Field(default=None, description=DESCRIPTIONS["fusion"])
-    fusion_weight: float = Field(default=DEFAULTS["fusion_weight"], ge=0.0, le=1.0,
-                                 description=DESCRIPTIONS["fusion_weight"])
-    rrf_k: int = Field(default=DEFAULTS["rrf_k"], ge=1, description=DESCRIPTIONS["rrf_k"])
+    top_n: int | None = Field(default=3, ge=1, description="Documents to return (best first); None = all, re-ordered.")
     first_stage_score_key: str | None = Field(
         default=None,
         description="Metadata key holding the first-stage score (used by fusion='linear'/'rrf'); None = "
@@ -76,23 +49,16 @@ class QRHeadReranker(ScorerSettings, BaseDocumentCompressor):
     score_key: str = Field(default="relevance_score", min_length=1,
                            description="Metadata key the ranking score is written to.")
 
-    _slot: ScorerSlot = PrivateAttr(default_factory=ScorerSlot)
-
-    @field_validator(*NORMALIZED_FIELDS, mode="before")
-    @classmethod
-    def _normalize(cls, value: Any, info: ValidationInfo) -> Any:
-        return normalize_field(info.field_name, value)
-
     # --- ranking --------------------------------------------------------------------------------
-    def rank(self, documents: Sequence[Document], query: str) -> list[Document]:
-        """Re-rank without callbacks: new documents, best first, at most ``top_n``."""
+    def rank(self, query: str, documents: Sequence[Document], top_n: int | None = None) -> list[Document]:
+        """Re-rank without callbacks: new documents, best first, at most ``top_n`` (default: the field)."""
         if len(documents) == 0:
             return []
         scorer = self.scorer
         first_stage = None
         if self.first_stage_score_key is not None:
             first_stage = first_stage_scores([d.metadata.get(self.first_stage_score_key) for d in documents])
-        ranked = scorer.rank(query, [d.page_content for d in documents], top_k=self.top_n,
+        ranked = scorer.rank(query, [d.page_content for d in documents], top_k=self.top_n if top_n is None else top_n,
                              first_stage_scores=first_stage)
         return [self._result(documents[r.index], r) for r in ranked]
 
@@ -110,12 +76,14 @@ class QRHeadReranker(ScorerSettings, BaseDocumentCompressor):
         documents: Sequence[Document],
         query: str,
         callbacks: Callbacks | None = None,
+        *,
+        top_n: int | None = None,
     ) -> Sequence[Document]:
         """Re-rank ``documents`` for ``query`` (the ``BaseDocumentCompressor`` interface)."""
         manager = CallbackManager.configure(inheritable_callbacks=callbacks)
         run = manager.on_chain_start(None, {"query": query, "documents": list(documents)}, name=RUN_NAME)
         try:
-            out = self.rank(documents, query)
+            out = self.rank(query, documents, top_n)
         except BaseException as exc:
             run.on_chain_error(exc)
             raise
@@ -127,13 +95,15 @@ class QRHeadReranker(ScorerSettings, BaseDocumentCompressor):
         documents: Sequence[Document],
         query: str,
         callbacks: Callbacks | None = None,
+        *,
+        top_n: int | None = None,
     ) -> Sequence[Document]:
         """Async form: callbacks run on the event loop, the forward pass in a worker thread."""
         manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
         run = await manager.on_chain_start(None, {"query": query, "documents": list(documents)},
                                            name=RUN_NAME)
         try:
-            out = await asyncio.to_thread(self.rank, documents, query)
+            out = await asyncio.to_thread(self.rank, query, documents, top_n)
         except BaseException as exc:
             await run.on_chain_error(exc)
             raise
@@ -147,27 +117,41 @@ class QRHeadRerankRetriever(BaseRetriever):
     The same idea as langchain-classic's ``ContextualCompressionRetriever``, without needing it::
 
         retriever = QRHeadRerankRetriever(base_retriever=vectorstore.as_retriever(search_kwargs={"k": 20}),
-                                          reranker=QRHeadReranker(top_n=4))
+                                          reranker=QRHeadReranker(), k=4)
+
+    ``k`` is the number of documents returned (LangChain's convention), at construction or per call
+    (``retriever.invoke(query, k=2)``); None = the reranker's ``top_n``. How many candidates the first
+    stage fetches is the base retriever's own setting; other keyword arguments of ``invoke`` go to it.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    base_retriever: RetrieverLike
+    base_retriever: RetrieverLike = Field(exclude=True)
     reranker: QRHeadReranker = Field(default_factory=QRHeadReranker)
+    k: int | None = Field(default=None, ge=1, description="Documents to return; None = the reranker's top_n.")
+
+    def _top(self, k: int | None) -> int | None:
+        if k is None:
+            return self.k if self.k is not None else self.reranker.top_n
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        return k
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
     ) -> list[Document]:
+        top = self._top(k)
         docs = self.base_retriever.invoke(query, config={"callbacks": run_manager.get_child()}, **kwargs)
         if not docs:
             return []
-        return list(self.reranker.compress_documents(docs, query, callbacks=run_manager.get_child()))
+        return list(self.reranker.compress_documents(docs, query, callbacks=run_manager.get_child(), top_n=top))
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
     ) -> list[Document]:
-        docs = await self.base_retriever.ainvoke(query, config={"callbacks": run_manager.get_child()},
-                                                 **kwargs)
+        top = self._top(k)
+        docs = await self.base_retriever.ainvoke(query, config={"callbacks": run_manager.get_child()}, **kwargs)
         if not docs:
             return []
-        return list(await self.reranker.acompress_documents(docs, query, callbacks=run_manager.get_child()))
+        return list(await self.reranker.acompress_documents(docs, query, callbacks=run_manager.get_child(),
+                                                            top_n=top))

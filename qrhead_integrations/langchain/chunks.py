@@ -10,10 +10,10 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validator
 
 from .._adapter import copy_metadata
-from ..chunks import Chunk, ChunkSelection, SelectedChunk, locate_chunks, select_chunks
+from ..chunks import Chunk, ChunkSelection, DocumentChunks, SelectedChunk, select_chunks
 from .base import QRHeadReranker
 
 
@@ -37,7 +37,8 @@ class QRHeadChunkRetriever(BaseRetriever):
     ``page_content[start_index:end_index] == chunk.page_content``), ``chunk_index``, ``source_id``
     (the document's id) and ``relevance_score``.
 
-    Selection: ``top_k`` chunks (default 5), or as many as fit ``token_budget`` tokens (greedy by
+    Selection: ``k`` chunks (LangChain's name for the number of results, also accepted as ``top_k``, and
+    per call: ``invoke(query, k=2)``; default 5), or as many as fit ``token_budget`` tokens (greedy by
     score; counted with ``count_tokens``, default the scorer's tokenizer), optionally in document order
     (``keep_document_order``). The scorer is configured by ``reranker`` (its ``top_n`` is not used); the
     chunks sit in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
@@ -48,14 +49,14 @@ class QRHeadChunkRetriever(BaseRetriever):
     document: Document
     reranker: QRHeadReranker = Field(default_factory=_all_chunks_reranker)
     text_splitter: TextSplitter = Field(default_factory=default_text_splitter)
-    top_k: int | None = Field(default=None, ge=1)
+    k: int | None = Field(default=None, ge=1, validation_alias=AliasChoices("k", "top_k"),
+                          description="Chunks to return (default 5 when there is no token_budget).")
     token_budget: int | None = Field(default=None, ge=1)
     keep_document_order: bool = False
     count_tokens: Any | None = Field(default=None, exclude=True)
     candidate_order: Literal["reversed", "as_given", "both"] | None = "as_given"
 
-    _chunks: list[Chunk] | None = PrivateAttr(default=None)
-    _chunks_key: tuple | None = PrivateAttr(default=None)
+    _chunks: DocumentChunks = PrivateAttr(default_factory=DocumentChunks)
 
     @field_validator("document", mode="before")
     @classmethod
@@ -66,31 +67,30 @@ class QRHeadChunkRetriever(BaseRetriever):
     def chunks(self) -> list[Chunk]:
         """The document's chunks with their offsets (split on first use, again if the document or
         splitter is replaced)."""
-        key = (id(self.document), self.document.page_content, id(self.text_splitter))
-        if self._chunks is None or self._chunks_key != key:
-            text = self.document.page_content
-            self._chunks = locate_chunks(text, self.text_splitter.split_text(text),
-                                         source_id=self.document.id)
-            self._chunks_key = key
-        return self._chunks
+        return self._chunks.get(self.document.page_content, self.text_splitter.split_text,
+                                source_id=self.document.id, splitter=self.text_splitter)
 
-    def select(self, query: str) -> ChunkSelection:
+    @property
+    def top_k(self) -> int | None:
+        return self.k
+
+    def select(self, query: str, k: int | None = None) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
         return select_chunks(
-            self.reranker.scorer, query, self.chunks, top_k=self.top_k, token_budget=self.token_budget,
+            self.reranker.scorer, query, self.chunks, top_k=self.k if k is None else k, token_budget=self.token_budget,
             keep_document_order=self.keep_document_order, count_tokens=self.count_tokens,
             candidate_order=self.candidate_order,
         )
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
-        return [chunk_document(self.document, c, self.reranker.score_key) for c in self.select(query)]
+        return [chunk_document(self.document, c, self.reranker.score_key) for c in self.select(query, k)]
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
-        selection = await asyncio.to_thread(self.select, query)
+        selection = await asyncio.to_thread(self.select, query, k)
         return [chunk_document(self.document, c, self.reranker.score_key) for c in selection]
 
 
@@ -122,7 +122,7 @@ def select_document_chunks(
     candidate_order: str | None = "as_given",
 ) -> list[Document]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
-    kwargs: dict[str, Any] = {"document": document, "top_k": top_k, "token_budget": token_budget,
+    kwargs: dict[str, Any] = {"document": document, "k": top_k, "token_budget": token_budget,
                                   "keep_document_order": keep_document_order, "count_tokens": count_tokens,
                                   "candidate_order": candidate_order}
     if reranker is not None:

@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+import logging
+from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationInfo, field_validator
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from .._adapter import (
-    DEFAULTS,
-    DESCRIPTIONS,
-    NORMALIZED_FIELDS,
-    ScorerSettings,
-    ScorerSlot,
-    copy_metadata,
-    first_stage_scores,
-    normalize_field,
-)
+from .._adapter import ScorerConfig, copy_metadata, first_stage_scores
+from ..engine.loading import model_display_name
+from ..engine.prompt import Passage
+from ..engine.ranking import RankedPassage
 
 dispatcher = get_dispatcher(__name__)
+logger = logging.getLogger("qrhead_integrations")
 
-HeadsField = str | list[tuple[int, int]] | None
+#: Metadata rendered into the scored text is capped at this many characters (the node's text is what is
+#: ranked; a cut is flagged with ``qrhead_truncated`` on the result).
+MAX_METADATA_CHARS = 1000
 
 
 def copy_node(node: BaseNode, metadata: dict[str, Any], hidden_keys: list[str]) -> BaseNode:
@@ -48,7 +46,18 @@ def _union(keys: list[str], more: list[str]) -> list[str]:
     return list(keys) + [k for k in more if k not in keys]
 
 
-class QRHeadRerank(ScorerSettings, BaseNodePostprocessor):
+def node_passage(node: BaseNode, mode: MetadataMode) -> tuple[Passage, bool]:
+    """What the scorer reads for a node: its metadata (as the passage title, capped) and its text.
+    Returns the passage and whether the metadata was cut."""
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    meta = node.get_metadata_str(mode) if mode != MetadataMode.NONE else ""
+    cut = len(meta) > MAX_METADATA_CHARS
+    if cut:
+        meta = meta[:MAX_METADATA_CHARS]
+    return Passage(text, meta.replace("\n", "; ")), cut
+
+
+class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
     """Re-rank retrieved nodes with a language model's query-focused retrieval heads (QRHead).
 
     All candidates are scored in one forward pass of the scorer model (windows when they exceed its
@@ -57,42 +66,18 @@ class QRHeadRerank(ScorerSettings, BaseNodePostprocessor):
     first-stage scores (``node.score``, when every node has one).
 
     Returns new ``NodeWithScore`` objects holding copies of the nodes; the input is never modified.
+    Every scoring option of the engine is a field here (see :class:`~qrhead_integrations.ScoringOptions`).
     """
 
-    model: str | None = Field(default=None, description=DESCRIPTIONS["model"])
-    heads: HeadsField = Field(default=None, description=DESCRIPTIONS["heads"])
-    top_n: int | None = Field(default=None, ge=1, description="Nodes to return; None = all, re-ordered.")
-    device: str | None = Field(default=None, description=DESCRIPTIONS["device"])
-    dtype: str | None = Field(default=None, description=DESCRIPTIONS["dtype"])
-    attn_implementation: str | None = Field(default=None, description=DESCRIPTIONS["attn_implementation"])
-    candidate_order: Literal["reversed", "as_given", "both"] = Field(
-        default=DEFAULTS["candidate_order"], description=DESCRIPTIONS["candidate_order"])
-    calibrate: bool = Field(default=DEFAULTS["calibrate"], description=DESCRIPTIONS["calibrate"])
-    null_query: str = Field(default=DEFAULTS["null_query"], min_length=1,
-                            description=DESCRIPTIONS["null_query"])
-    max_context_tokens: int | None = Field(default=None, ge=1, description=DESCRIPTIONS["max_context_tokens"])
-    max_passage_tokens: int | None = Field(default=None, ge=1, description=DESCRIPTIONS["max_passage_tokens"])
-    max_query_tokens: int = Field(default=DEFAULTS["max_query_tokens"], ge=1,
-                                  description=DESCRIPTIONS["max_query_tokens"])
-    fusion: Literal["rrf", "linear"] | None = Field(default=None, description=DESCRIPTIONS["fusion"])
-    fusion_weight: float = Field(default=DEFAULTS["fusion_weight"], ge=0.0, le=1.0,
-                                 description=DESCRIPTIONS["fusion_weight"])
-    rrf_k: int = Field(default=DEFAULTS["rrf_k"], ge=1, description=DESCRIPTIONS["rrf_k"])
+    top_n: int | None = Field(default=3, ge=1, description="Nodes to return (best first); None = all, re-ordered.")
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED,
-        description="Which metadata goes into the text the scorer reads (like the embedding model: 'embed').")
+        description="Which metadata the scorer reads with each node's text (like the embedding model: 'embed').")
     keep_first_stage_score: bool = Field(
         default=True,
         description="Keep each node's incoming score in its metadata (hidden from LLM and embedding).")
     first_stage_score_key: str = Field(
         default="retrieval_score", min_length=1, description="Metadata key of the kept first-stage score.")
-
-    _slot: ScorerSlot = PrivateAttr(default_factory=ScorerSlot)
-
-    @field_validator(*NORMALIZED_FIELDS, mode="before")
-    @classmethod
-    def _normalize(cls, value: Any, info: ValidationInfo) -> Any:
-        return normalize_field(info.field_name, value)
 
     @classmethod
     def class_name(cls) -> str:
@@ -107,12 +92,17 @@ class QRHeadRerank(ScorerSettings, BaseNodePostprocessor):
             raise ValueError("QRHeadRerank needs the query: pass query_bundle= or query_str=")
         if len(nodes) == 0:
             return []
-        scorer = self.scorer
         query = query_bundle.query_str
         top_n = len(nodes) if self.top_n is None else min(self.top_n, len(nodes))
+        # The start event comes before the scorer is built, so it covers loading the model.
         dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_n,
-                                          model_name=scorer.model_name))
-        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
+                                          model_name=model_display_name(self.model)))
+        scorer = self.scorer
+        read = [node_passage(n.node, self.metadata_mode) for n in nodes]
+        empty = [n.node.node_id for n, (p, _) in zip(nodes, read) if not p.text.strip()]
+        if empty:
+            logger.warning("QRHeadRerank: %d node(s) have no text to score (e.g. image nodes: %s); they are scored "
+                           "as empty passages and rank low", len(empty), ", ".join(empty[:5]))
         first_stage = first_stage_scores([n.score for n in nodes])
         with self.callback_manager.event(
             CBEventType.RERANKING,
@@ -123,19 +113,19 @@ class QRHeadRerank(ScorerSettings, BaseNodePostprocessor):
                 EventPayload.TOP_K: top_n,
             },
         ) as event:
-            ranked = scorer.rank(query, texts, top_k=top_n, first_stage_scores=first_stage)
-            out = [self._result(nodes[r.index], r) for r in ranked]
+            ranked = scorer.rank(query, [p for p, _ in read], top_k=top_n, first_stage_scores=first_stage)
+            out = [self._result(nodes[r.index], r, read[r.index][1]) for r in ranked]
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out))
         return out
 
-    def _result(self, original: NodeWithScore, r: Any) -> NodeWithScore:
+    def _result(self, original: NodeWithScore, r: RankedPassage, metadata_cut: bool) -> NodeWithScore:
         added: dict[str, Any] = {}
         if self.keep_first_stage_score and original.score is not None:
             added[self.first_stage_score_key] = float(original.score)
         if self.fusion is not None:
             added["qrhead_score"] = float(r.qrhead_score)
-        if r.truncated:
+        if r.truncated or metadata_cut:
             added["qrhead_truncated"] = True
         return NodeWithScore(node=copy_node(original.node, added, list(added)), score=float(r.score))
 

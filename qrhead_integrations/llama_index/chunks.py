@@ -20,7 +20,7 @@ from llama_index.core.schema import (
 )
 
 from .._adapter import copy_metadata
-from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, locate_chunks, select_chunks
+from ..chunks import Chunk, ChunkSelection, DocumentChunks, SelectedChunk, check_selection_options, select_chunks
 from .base import QRHeadRerank
 
 DocumentLike = BaseNode | str
@@ -78,8 +78,7 @@ class QRHeadChunkRetriever(BaseRetriever):
         self.keep_document_order = keep_document_order
         self.count_tokens = count_tokens
         self.candidate_order = candidate_order
-        self._chunks: list[Chunk] | None = None
-        self._chunks_key: tuple | None = None
+        self._chunks = DocumentChunks()
         check_selection_options(top_k, token_budget, candidate_order)  # fail early, as the selection would
 
     @property
@@ -91,13 +90,8 @@ class QRHeadChunkRetriever(BaseRetriever):
     def chunks(self) -> list[Chunk]:
         """The document's chunks with their offsets (split on first use, again if the document or
         splitter is replaced)."""
-        text = self.text
-        key = (id(self.document), text, id(self.splitter))
-        if self._chunks is None or self._chunks_key != key:
-            self._chunks = locate_chunks(text, self.splitter.split_text(text),
-                                         source_id=self.document.node_id)
-            self._chunks_key = key
-        return self._chunks
+        return self._chunks.get(self.text, self.splitter.split_text, source_id=self.document.node_id,
+                                splitter=self.splitter)
 
     def select(self, query: str) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""

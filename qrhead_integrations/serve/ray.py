@@ -30,6 +30,7 @@ this module imports without the ``ray`` extra; its functions then say how to ins
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,13 @@ def _placement(num_workers: int | None, num_gpus: float | None) -> tuple[int, fl
     if num_workers is None:
         num_workers = max(1, int(cluster_gpus() // num_gpus)) if num_gpus else 1
     return num_workers, num_gpus
+
+
+def _on_cpu_without_gpus(settings: ScorerSettings, num_gpus: float) -> ScorerSettings:
+    """Workers given no GPU run on the CPU even where a GPU is visible (Ray may not hide it from them)."""
+    if not num_gpus and settings.device is None and "device_map" not in settings.options:
+        return dataclasses.replace(settings, device="cpu")
+    return settings
 
 
 # --- Ray Serve ---------------------------------------------------------------------------------
@@ -106,6 +114,7 @@ def deployment(
     deployment_options.setdefault("max_ongoing_requests", limits.max_queue)
     if not autoscaling:
         deployment_options["num_replicas"] = replicas
+    settings = _on_cpu_without_gpus(settings, actor_options["num_gpus"])
     app = create_app(settings, limits, api_key=api_key, api_key_env=api_key_env, docs=docs)
 
     @serve.ingress(app)
@@ -254,6 +263,7 @@ def rerank_dataset(
     settings = settings or ScorerSettings()
     ds = _read(data)
     actors, gpus = _placement(num_actors, num_gpus)
+    settings = _on_cpu_without_gpus(settings, gpus)
     return ds.map_batches(
         RerankPredictor,
         fn_constructor_kwargs={"settings": settings, "query_key": query_key, "candidates_key": candidates_key,
@@ -291,7 +301,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     with open(args.output, "w", encoding="utf-8") as f:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in batch.to_pylist():
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 n += 1
                 failed += row.get("error") is not None
     print(f"wrote {n} rows to {args.output}" + (f" ({failed} with an error)" if failed else ""), file=sys.stderr)
