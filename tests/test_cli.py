@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import load_tokenizer, tiny_model
 
-from qrhead_integrations.cli import main, read_passages
+from qrhead_integrations.cli import UsageError, main, read_passages
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,11 @@ def test_rank_json_and_top_k(model_dir, tmp_path, capsys):
     rc = main(["rank", "--model", str(model_dir), "--heads", "1-0", "--query", "sun", "--json", "--top-k", "1",
                str(p)])
     assert rc == 0
-    data = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] and out["head_set"]["heads"] == "1-0" and out["head_set"]["size"] == 1
+    (ranking,) = out["rankings"]
+    data = ranking["results"]
+    assert ranking["query"] == "sun"
     assert len(data) == 1 and data[0]["rank"] == 1 and data[0]["id"] in {"a", "b"}
     assert isinstance(data[0]["score"], float) and data[0]["line"] in {1, 2}
 
@@ -56,11 +60,11 @@ def test_rank_errors(model_dir, passages_txt, tmp_path, capsys):
     assert "do not exist" in capsys.readouterr().err
     assert main(["rank", "--model", str(model_dir), "--query", "q", str(passages_txt)]) == 2
     assert "qrhead detect" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="file not found"):
-        main(["rank", "--model", str(model_dir), "--heads", "1-0", "--query", "q", str(tmp_path / "none.txt")])
+    assert main(["rank", "--model", str(model_dir), "--heads", "1-0", "--query", "q", str(tmp_path / "none.txt")]) == 2
+    assert "file not found" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"title": "no text"}\n')
-    with pytest.raises(SystemExit, match="bad.jsonl:2"):
+    with pytest.raises(UsageError, match="bad.jsonl:2"):
         read_passages(str(bad))
     assert main(["rank", "--model", str(tmp_path / "missing-model"), "--query", "q", str(passages_txt)]) == 2
     assert "not found" in capsys.readouterr().err
@@ -70,7 +74,7 @@ def test_rank_empty_file(model_dir, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     assert main(["rank", "--model", str(model_dir), "--heads", "1-0", "--query", "q", "--json", str(empty)]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    assert json.loads(capsys.readouterr().out)["rankings"] == []
 
 
 def test_console_script_offline(model_dir, passages_txt):
@@ -82,7 +86,8 @@ def test_console_script_offline(model_dir, passages_txt):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert len(json.loads(proc.stdout)) == 3
+    assert len(json.loads(proc.stdout)["rankings"][0]["results"]) == 3
+    assert proc.stderr == ""  # a plain call prints nothing but its result
 
 
 def test_detect_on_jsonl(model_dir, tmp_path, passages_txt, capsys):

@@ -365,6 +365,11 @@ def lookup_registered(model_name: str | None, shape: ModelShape, variant: str = 
     )
 
 
+HEADS_FORMS = ("Accepted heads: None (the set registered for the model), 'all', 'random:K[:SEED]', a registered "
+               "variant name (e.g. 'qrhead', 'retrieval'), 'layer-head' pairs such as '13-18,13-21' (0-based), "
+               "a head-set JSON file, or a list of (layer, head)")
+
+
 def resolve_heads(spec: HeadSpec, shape: ModelShape, model_name: str | None = None) -> HeadSet:
     """Turn any accepted ``heads=`` value into a validated :class:`HeadSet` for a model.
 
@@ -390,13 +395,20 @@ def resolve_heads(spec: HeadSpec, shape: ModelShape, model_name: str | None = No
             k = int(m.group(1) or 16)
             seed = int(m.group(2) or 0)
             return HeadSet.random_heads(shape, k, seed)
-        if s.endswith(".json") or (os.path.sep in s and os.path.exists(s)):
-            if not os.path.exists(s):
-                raise HeadSetError(f"head set file not found: {s}")
-            return HeadSet.from_json(s).validate(shape)
+        looks_like_path = s.endswith(".json") or "/" in s or "\\" in s or s.startswith((".", "~"))
+        if looks_like_path:
+            path = os.path.expanduser(s)
+            if not os.path.isfile(path):
+                raise HeadSetError(f"head set file not found: {s}. {HEADS_FORMS}")
+            return HeadSet.from_json(path).validate(shape)
         if re.fullmatch(r"[a-z][a-z0-9_.+-]*", low) and not _HEAD_RE.match(s):
             return lookup_registered(model_name, shape, variant=low)
-        return HeadSet.from_string(s).validate(shape)
+        try:
+            return HeadSet.from_string(s).validate(shape)
+        except HeadSetError as exc:
+            if "cannot parse head" in str(exc):
+                raise HeadSetError(f"{exc}. {HEADS_FORMS}") from None
+            raise
     if isinstance(spec, Iterable):
         return HeadSet(tuple(parse_head_list(spec))).validate(shape)
-    raise HeadSetError(f"unsupported heads specification of type {type(spec).__name__}")
+    raise HeadSetError(f"unsupported heads specification of type {type(spec).__name__}. {HEADS_FORMS}")

@@ -54,6 +54,22 @@ class WindowPrompt:
     passages: tuple[Passage, ...]  # prompt order
     null_prompt: TokenizedPrompt
 
+    def passage_token_starts(self, tokenizer: Any, template: PromptTemplate) -> list[np.ndarray]:
+        """Per passage (prompt order), each of its tokens' first character in ``passage.text`` (-1 for
+        tokens of the ``[i] title`` part). Tokenizes the prompt once more, on demand (evidence only)."""
+        cached = self.__dict__.get("_token_starts")
+        if cached is not None:
+            return cached
+        text = render_content(self.passages, "N/A", template)
+        prompt, anchors, _ = tokenize_prompt_offsets(tokenizer, text, template)
+        out = []
+        for pos, (a, b) in enumerate(prompt.passage_spans):
+            lo = text.passage_chars[pos][0] + template.block_text_offset(pos + 1, self.passages[pos])
+            rel = anchors[a:b] - lo
+            out.append(np.where(anchors[a:b] >= lo, rel, -1))
+        object.__setattr__(self, "_token_starts", out)
+        return out
+
     def prompt(self, tokenizer: Any, query: str, template: PromptTemplate, null_query: str) -> TokenizedPrompt:
         """This window's prompt for ``query`` (the passages are not tokenized again when avoidable)."""
         if query == null_query:

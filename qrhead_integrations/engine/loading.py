@@ -35,6 +35,10 @@ class ModelLoadError(QRHeadRuntimeError):
     """A model could not be found or loaded."""
 
 
+class ModelNotFoundError(ModelLoadError, QRHeadValueError):
+    """The ``model=`` argument names no model (a missing path, a file that is not a model): bad input."""
+
+
 def cache_root() -> Path:
     """Where converted models (and evaluation caches) live: ``$QRHEAD_CACHE``, else
     ``$XDG_CACHE_HOME/qrhead-integrations``, else ``~/.cache/qrhead-integrations``."""
@@ -155,7 +159,7 @@ def resolve_source(model: str | os.PathLike[str] | None) -> ModelSource:
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ModelLoadError(f"{path} is a file but not a .gguf file; pass a model folder or hub id")
+            raise ModelNotFoundError(f"{path} is a file but not a .gguf file; pass a model folder or hub id")
         return ModelSource("gguf", str(path.resolve()), path.stem)
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -163,11 +167,11 @@ def resolve_source(model: str | os.PathLike[str] | None) -> ModelSource:
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             return ModelSource("gguf", str(ggufs[0].resolve()), ggufs[0].stem)
-        raise ModelLoadError(
+        raise ModelNotFoundError(
             f"{path} has no config.json" + (f" and {len(ggufs)} .gguf files: pass one of them" if ggufs else "")
         )
     if text.startswith((".", "/", "~")) or text.endswith(".gguf"):
-        raise ModelLoadError(f"model path not found: {text}")
+        raise ModelNotFoundError(f"model path not found: {text}")
     return ModelSource("hub", text, text)
 
 

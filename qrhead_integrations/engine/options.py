@@ -63,7 +63,7 @@ class ScoringOptions:
         "by the engine.")
     max_context_tokens: int | None = _option(
         None, "Token budget of one prompt; longer inputs are split into windows whose scores stay comparable. "
-              "None = the model's context length.", minimum=1)
+              "None = the model's context length. At least 32 (the template alone needs about that).", minimum=32)
     max_passage_tokens: int | None = _option(
         None, "Truncate each passage to this many tokens before scoring (flagged on the result, never "
               "silent). None = no truncation.", minimum=1)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import QRHeadTypeError, QRHeadValueError
+from .evidence import Evidence
 from .fusion import fuse
 from .options import ScoringOptions
 from .prompt import Passage
@@ -33,6 +34,17 @@ class RankedPassage:
     window: int = 0
     qrhead_score: float | None = None
     first_stage_score: float | None = None
+    evidence: tuple[Evidence, ...] = ()
+
+
+def check_evidence(evidence: Any) -> int:
+    if evidence is False or evidence is None:
+        return 0
+    if evidence is True:
+        return 3
+    if not isinstance(evidence, int) or evidence < 0:
+        raise QRHeadValueError(f"evidence must be True/False or a number of sentences, not {evidence!r}")
+    return evidence
 
 
 def check_query(query: Any, what: str = "query") -> str:

@@ -14,6 +14,7 @@ forward) -> a query pass and a null pass on it (:class:`~.capture.AttentionPass`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -32,7 +33,8 @@ from .layout import Layout, WindowPrompt, plan_layout
 from .loading import input_device, load_model
 from .options import OPTION_NAMES, ScoringOptions
 from .prompt import Passage, PromptTemplate, check_passages, resolve_template, safe_tokenizer
-from .ranking import RankedPassage, check_first_stage_scores, check_query, check_top_k, rank_passages
+from .evidence import Evidence, evidence_sentences
+from .ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k, rank_passages
 
 logger = logging.getLogger("qrhead_integrations")
 
@@ -143,17 +145,39 @@ class EncodedPassages:
     # --- scores -----------------------------------------------------------------------------------
     def score(self, query: str) -> list[float]:
         """Calibrated QRHead score of each passage, in input order."""
+        return self._score(query)[0]
+
+    def _score(self, query: str) -> tuple[list[float], list[tuple[WindowPrompt, np.ndarray]]]:
+        """Scores, and per window the calibrated, head-combined per-token mass (for evidence)."""
         s = self.scorer
         opts = s.options
         weights = head_weights(self.heads, opts.head_reduction)
         n = len(self.layout)
         total = np.zeros(n)
+        combined = []
         for wp, masses in self.token_masses(query):
             real, null = masses[opts.query_rows]
             values = passage_scores(real, null, wp.null_prompt.passage_spans, weights, opts.token_filter)
             total[list(wp.indices)] += values
+            combined.append((wp, weights @ (real if null is None else real - null)))
         total = total * self.layout.scale / len(self.layout.placements)
-        return [float(v) for v in total]
+        return [float(v) for v in total], combined
+
+    def _evidence(self, combined: list[tuple[WindowPrompt, np.ndarray]], indices: Sequence[int],
+                  top: int) -> dict[int, tuple[Evidence, ...]]:
+        """Evidence sentences of the passages at input positions ``indices`` (first placement's prompt)."""
+        s = self.scorer
+        out: dict[int, tuple[Evidence, ...]] = {}
+        wanted = set(indices)
+        for wp, tokens in combined:
+            if wp.placement != self.layout.placements[0]:
+                continue
+            starts = wp.passage_token_starts(s.tokenizer, s.prompt_template)
+            for pos, j in enumerate(wp.indices):
+                if j in wanted:
+                    a, b = wp.null_prompt.passage_spans[pos]
+                    out[j] = evidence_sentences(wp.passages[pos].text, starts[pos], tokens[a:b], top)
+        return out
 
     def head_masses(self, query: str) -> HeadMasses:
         """Per-head masses of every passage (input order), for detection and analysis."""
@@ -188,12 +212,21 @@ class EncodedPassages:
         return [self.score(q) for q in tqdm(queries, desc="qrhead score", unit="query", disable=not show)]
 
     def rank(self, query: str, top_k: int | None = None,
-             first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
-        """Passages best first (ties keep input order); fused with the first stage if configured."""
+             first_stage_scores: Sequence[float] | None = None, *, evidence: int = 0) -> list[RankedPassage]:
+        """Passages best first (ties keep input order); fused with the first stage if configured.
+        ``evidence=N``: each result carries its N sentences with the most of the heads' mass."""
         check_top_k(top_k)
         fs = check_first_stage_scores(first_stage_scores, len(self.layout))
-        return rank_passages(self.layout.passages, self.score(query), self.scorer.options, top_k=top_k,
-                             truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs)
+        return self._rank(query, top_k, fs, evidence)
+
+    def _rank(self, query: str, top_k: int | None, fs: list[float] | None, evidence: int) -> list[RankedPassage]:
+        scores, combined = self._score(query)
+        ranked = rank_passages(self.layout.passages, scores, self.scorer.options, top_k=top_k,
+                               truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs)
+        if evidence:
+            found = self._evidence(combined, [r.index for r in ranked], evidence)
+            ranked = [dataclasses.replace(r, evidence=found.get(r.index, ())) for r in ranked]
+        return ranked
 
 
 class QRHeadScorer:
@@ -347,21 +380,22 @@ class QRHeadScorer:
         return self._encode(items, [query], keep_cache=False).score(query)
 
     def rank(self, query: str, passages: Sequence[Any], top_k: int | None = None,
-             first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
+             first_stage_scores: Sequence[float] | None = None, *, evidence: int = 0) -> list[RankedPassage]:
         """Passages best first, each with ``index`` (input position), ``score`` and ``text``.
 
         With ``fusion`` set, the QRHead score is fused with the first stage: ``first_stage_scores``
-        when given, else the input order (inputs arrive best-first).
+        when given, else the input order (inputs arrive best-first). ``evidence=N``: each result carries
+        the N sentences of its text that hold the most of the selected heads' mass (``RankedPassage.evidence``,
+        character offsets into the passage text).
         """
         query = check_query(query)
         items = check_passages(passages)
         check_top_k(top_k)
         fs = check_first_stage_scores(first_stage_scores, len(items))
+        evidence = check_evidence(evidence)
         if not items:
             return []
-        enc = self._encode(items, [query], keep_cache=False)
-        return rank_passages(enc.passages, enc.score(query), self.options, top_k=top_k,
-                             truncated=enc.layout.truncated, window_of=enc.layout.window_of, first_stage_scores=fs)
+        return self._encode(items, [query], keep_cache=False)._rank(query, top_k, fs, evidence)
 
     def head_masses(self, query: str, passages: Sequence[Any], heads: HeadSpec = None) -> HeadMasses:
         """Per-head masses for ``heads`` (default: the scorer's heads; ``"all"`` for every head)."""

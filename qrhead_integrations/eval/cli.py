@@ -180,9 +180,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 #: The sets of the quality study (scripts/quality_study.sh collects exactly these).
 STUDY_PLAN = {
-    "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 128, 0)},
-    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(120, 1000)], "hotpotqa": [(None, 0)],
-             "squad": {"questions": 150, "chunk_tokens": 256, "max_passage_tokens": 512}},
+    "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 96, 0)},
+    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(100, 1000)], "hotpotqa": [(None, 0)],
+             "squad": {"questions": 100, "chunk_tokens": 256, "max_passage_tokens": 512}},
 }
 STUDY_PLAN_SMALL = {
     "detect": {"scifact": ("scifact-train", 64, 0), "nq": ("nq", 64, 0)},

@@ -141,7 +141,7 @@ class QRHeadRerankRetriever(BaseRetriever):
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
     ) -> list[Document]:
         top = self._top(k)
-        docs = self.base_retriever.invoke(query, config={"callbacks": run_manager.get_child()}, **kwargs)
+        docs = _documents(self.base_retriever.invoke(query, config={"callbacks": run_manager.get_child()}, **kwargs))
         if not docs:
             return []
         return list(self.reranker.compress_documents(docs, query, callbacks=run_manager.get_child(), top_n=top))
@@ -150,8 +150,22 @@ class QRHeadRerankRetriever(BaseRetriever):
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
     ) -> list[Document]:
         top = self._top(k)
-        docs = await self.base_retriever.ainvoke(query, config={"callbacks": run_manager.get_child()}, **kwargs)
+        docs = _documents(await self.base_retriever.ainvoke(query, config={"callbacks": run_manager.get_child()},
+                                                            **kwargs))
         if not docs:
             return []
         return list(await self.reranker.acompress_documents(docs, query, callbacks=run_manager.get_child(),
                                                             top_n=top))
+
+
+def _documents(docs: Any) -> list[Document]:
+    """The base retriever's output, checked: a clear error instead of a failure deep in the re-ranker."""
+    if docs is None:
+        return []
+    if isinstance(docs, (str, Document)) or not isinstance(docs, Sequence):
+        raise TypeError(f"the base retriever returned a {type(docs).__name__}, not a list of Documents")
+    bad = [i for i, d in enumerate(docs) if not isinstance(d, Document)]
+    if bad:
+        raise TypeError(f"the base retriever returned {type(docs[bad[0]]).__name__} items (e.g. at position {bad[0]}), "
+                        "not LangChain Documents: wrap them as Document(page_content=...)")
+    return list(docs)
