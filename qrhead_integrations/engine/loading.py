@@ -52,8 +52,11 @@ def cache_root() -> Path:
 def writable_dir(path: Path) -> Path:
     """``path`` as an existing, writable folder, or a clear error that says how to choose another one."""
     hint = "set QRHEAD_CACHE to a writable folder"
-    if path.exists() and not path.is_dir():
-        raise ModelLoadError(f"the model cache {path} is a file, not a folder ({hint})")
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ModelLoadError(f"the model cache {p} is a file, not a folder ({hint})")
+            break
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -319,12 +322,16 @@ def _clean_leftovers(dest: Path) -> None:
     """Remove what killed conversions of ``dest`` left behind (called with ``dest``'s lock held)."""
     for leftover in dest.parent.glob(dest.name + ".tmp-*"):
         logger.info("removing %s, left by an interrupted conversion", leftover)
-        shutil.rmtree(leftover, ignore_errors=True)
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _ensure_converted(dest: Path, build: Any) -> Path:
     """``dest`` intact, (re)building it with ``build()`` under a cross-process lock when it is missing or broken."""
-    if dest.is_dir() and verify_converted(dest) is None:
+    leftovers = any(dest.parent.glob(dest.name + ".tmp-*"))
+    if not leftovers and dest.is_dir() and verify_converted(dest) is None:
         return dest
     with _locked(dest):
         _clean_leftovers(dest)
