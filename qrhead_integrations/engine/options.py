@@ -201,3 +201,21 @@ def _validate(f: dataclasses.Field, value: Any) -> Any:
 
 
 DEFAULT_OPTIONS = ScoringOptions()
+
+
+def options_markdown() -> str:
+    """The options as a Markdown table (docs/engine.md embeds it; a test keeps the two equal)."""
+    rows = ["| option | default | accepted | meaning |", "|---|---|---|---|"]
+    for s in option_specs():
+        if s.choices:
+            accepted = ", ".join(f"`{c!r}`" for c in s.choices) + (", `None`" if s.nullable else "")
+        else:
+            kind = {bool: "bool", int: "int", float: "float", str: "str"}[s.kind]
+            bounds = []
+            if s.minimum is not None:
+                bounds.append(f">= {s.minimum:g}")
+            if s.maximum is not None:
+                bounds.append(f"<= {s.maximum:g}")
+            accepted = kind + (" " + ", ".join(bounds) if bounds else "") + (" or `None`" if s.nullable else "")
+        rows.append(f"| `{s.name}` | `{s.default!r}` | {accepted} | {s.description} |")
+    return "\n".join(rows)
