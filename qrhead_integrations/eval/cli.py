@@ -81,6 +81,10 @@ def add_eval_parser(sub: Any) -> None:
     n.add_argument("--out", required=True)
     n.set_defaults(func=cmd_needle)
 
+    from .qa import add_qa_parser  # `qrhead eval qa`: end-to-end long-context QA (qa.py)
+
+    add_qa_parser(esub)
+
 
 def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
     p.add_argument("--model", default=None, help="model (default: the embedded default)")
@@ -181,8 +185,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 #: The sets of the quality study (scripts/quality_study.sh collects exactly these).
 STUDY_PLAN = {
     "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 96, 0)},
-    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(100, 1000)], "hotpotqa": [(None, 0)],
-             "squad": {"questions": 100, "chunk_tokens": 256, "max_passage_tokens": 512}},
+    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(80, 1000)], "hotpotqa": [(None, 0)],
+             "squad": {"questions": 60, "chunk_tokens": 256, "max_passage_tokens": 512}},
 }
 STUDY_PLAN_SMALL = {
     "detect": {"scifact": ("scifact-train", 64, 0), "nq": ("nq", 64, 0)},

@@ -142,6 +142,7 @@ def collect(scorer: QRHeadScorer, items: Sequence[Candidates], *, order: str, se
             hit = measure(enc, item.query, perm)
             hit.seconds = time.time() - t
             store.put(item.qid, item.doc_ids, hit)
+            hit = store.get(item.qid, item.doc_ids)  # exactly what a later run reads (float32 / float16)
         out[item.qid] = hit
     return out
 
@@ -160,5 +161,6 @@ def collect_document(scorer: QRHeadScorer, chunks: Sequence[Any], questions: Seq
             hit = measure(enc, question, list(range(len(chunks))))
             hit.seconds = time.time() - t
             store.put(qid, doc_ids, hit)
+            hit = store.get(qid, doc_ids)
         out[qid] = hit
     return out
