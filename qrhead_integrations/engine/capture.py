@@ -3,8 +3,9 @@
 No modeling code is copied: a wrapper is registered with ``AttentionInterface`` (and the matching mask
 function with ``AttentionMaskInterface``) under ``qrhead_<base>``, where ``<base>`` is the
 implementation the model already uses (``sdpa``, ``flash_attention_2``, ``eager``...). While an
-:class:`AttentionPass` is active, the model's configs point at the wrapper; outside it they are
-restored, so a caller's model (for example a generator shared through ``from_model``) is left as it was.
+:class:`AttentionPass` is active, the model uses the wrapper (``model.set_attn_implementation``); outside
+it the model's own implementation is set back, so a caller's model (for example a generator shared
+through ``from_model``) is left as it was.
 
 Two objects, kvpress style:
 
@@ -117,7 +118,7 @@ class AttentionPass:
         self.rows = dict(rows) if rows else None
         self.masses: dict[str, dict[int, torch.Tensor]] = {g: {} for g in (self.rows or {})}
         self.reached_stop = False
-        self._saved: list[tuple[Any, Any]] = []
+        self._saved: Any = None
         self._token: contextvars.Token | None = None
         self._lock = model_lock(model)
 
@@ -143,10 +144,8 @@ class AttentionPass:
     def __enter__(self) -> AttentionPass:
         self._lock.acquire()
         try:
-            self._saved = [(cfg, cfg._attn_implementation_internal) for cfg in _configs_of(self.model)]
-            for cfg, impl in self._saved:
-                if not isinstance(impl, dict):
-                    cfg._attn_implementation_internal = wrapper_name(impl)
+            self._saved = self.model.config._attn_implementation
+            self.model.set_attn_implementation(_wrapped(self._saved))
             self._token = _ACTIVE.set(self)
         except BaseException:
             self._restore()
@@ -157,9 +156,9 @@ class AttentionPass:
         self._restore()
 
     def _restore(self) -> None:
-        for cfg, impl in self._saved:
-            cfg._attn_implementation_internal = impl
-        self._saved = []
+        if self._saved is not None:
+            self.model.set_attn_implementation(self._saved)
+            self._saved = None
         if self._token is not None:
             _ACTIVE.reset(self._token)
             self._token = None
@@ -307,26 +306,14 @@ def _row_mask(module, attention_mask, rows, q_len, n_keys, n_rows, device):
     return keep, None
 
 
-# --- switching a model onto the wrapper ---------------------------------------------------------
+# --- the model's attention modules and lock --------------------------------------------------------
 
 
-def _configs_of(model: torch.nn.Module) -> list[Any]:
-    seen: dict[int, Any] = {}
-    stack = [model.config]
-    for module in model.modules():
-        cfg = getattr(module, "config", None)
-        if cfg is not None and hasattr(cfg, "_attn_implementation_internal"):
-            stack.append(cfg)
-    while stack:
-        cfg = stack.pop()
-        if id(cfg) in seen:
-            continue
-        seen[id(cfg)] = cfg
-        for key in getattr(cfg, "sub_configs", {}) or {}:
-            sub = getattr(cfg, key, None)
-            if sub is not None and hasattr(sub, "_attn_implementation_internal"):
-                stack.append(sub)
-    return list(seen.values())
+def _wrapped(impl: Any) -> Any:
+    """The wrapper's name for a model's attention implementation (per sub-model for composite models)."""
+    if isinstance(impl, dict):
+        return {key: wrapper_name(value) for key, value in impl.items()}
+    return wrapper_name(impl)
 
 
 def attention_module_ids(model: torch.nn.Module) -> frozenset[int]:

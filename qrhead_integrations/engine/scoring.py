@@ -27,13 +27,13 @@ import torch
 from .aggregate import HeadMasses, head_weights, passage_scores, passage_sums, per_head_filtered
 from .capture import CapturePlan
 from .errors import QRHeadTypeError, QRHeadValueError
+from .evidence import Evidence, evidence_sentences
 from .heads import HeadSet, HeadSpec, ModelShape, config_fingerprint, normalize_model_name, resolve_heads
 from .kv import PrefixCache
 from .layout import Layout, WindowPrompt, plan_layout
 from .loading import input_device, load_model
 from .options import OPTION_NAMES, ScoringOptions
 from .prompt import Passage, PromptTemplate, check_passages, resolve_template, safe_tokenizer
-from .evidence import Evidence, evidence_sentences
 from .ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k, rank_passages
 
 logger = logging.getLogger("qrhead_integrations")
@@ -90,7 +90,7 @@ class EncodedPassages:
         cache = self._caches.get(k)
         if cache is None:
             s = self.scorer
-            cache = PrefixCache(s.model, self.plan, wp.null_prompt.prefix, s._device)
+            cache = PrefixCache(s.model, self.plan, wp.null_prompt.prefix, s.device)
             if self.keep_cache:
                 self._caches[k] = cache
         return cache
@@ -104,7 +104,7 @@ class EncodedPassages:
             # The tokenizer merged text across the prefix boundary differently for this query: encode
             # this prompt's own prefix (exact, only slower).
             logger.debug("prefix differs for this query; encoding it separately")
-            cache = PrefixCache(s.model, self.plan, prompt.prefix, s._device)
+            cache = PrefixCache(s.model, self.plan, prompt.prefix, s.device)
         q0, q1 = prompt.query_span
         rows = {"query": slice(q0 - start, q1 - start), "suffix": slice(0, len(prompt) - start)}
         done = cache.run(prompt.suffix, {g: rows[g] for g in groups})
@@ -265,7 +265,7 @@ class QRHeadScorer:
         ) or type(model).__name__
         self.heads = resolve_heads(heads, self.shape, self.model_name)
         self.prompt_template: PromptTemplate = resolve_template(opts.template, tokenizer)
-        self._device = input_device(model)
+        self.device = input_device(model)  # where input ids go (the embedding's device under a device map)
         self._plans: dict[tuple, CapturePlan] = {}
         self._plan = self._plan_for(self.heads)
         self._check_head_provenance()

@@ -111,7 +111,7 @@ def run_trial(scorer: QRHeadScorer, ids: list[int], needle_span: tuple[int, int]
     model, tok, shape = scorer.model, scorer.tokenizer, scorer.shape
     plan = CapturePlan.build(model, HeadSet.all_heads(shape) if detect else None, stop_early=False)
     rows = {"last": slice(-1, None)} if detect else None  # the row of the token being decoded
-    device = scorer._device
+    device = scorer.device
     cache = new_cache(model)
     a, b = needle_span
     needle_ids = ids[a:b]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,28 +42,6 @@ def plot_head_scores(head_set: HeadSet, path: str | os.PathLike[str], title: str
     ax.set_title(title or f"{head_set.model or ''}\n{method}, {head_set.info.get('examples', '?')} examples",
                  fontsize=9)
     fig.colorbar(im, ax=ax, label="mean attention mass on gold passages")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
-def line_plot(x: Sequence[float], series: dict[str, Sequence[float]], path: str | os.PathLike[str],
-              xlabel: str, ylabel: str, title: str = "", logy: bool = False) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, ys in series.items():
-        ax.plot(list(x), list(ys), marker="o", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(x))
-    ax.set_xticklabels([str(int(v)) for v in x])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
