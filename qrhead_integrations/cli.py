@@ -142,13 +142,13 @@ def cmd_rank(args: argparse.Namespace) -> int:
     scorer = _scorer(args, show_progress=len(queries) > 1 and sys.stderr.isatty())
     rankings = []
     if len(queries) == 1:
-        rankings.append((queries[0], scorer.rank(queries[0], passages, top_k=args.top_k)))
+        rankings.append((queries[0], scorer.rank(queries[0], passages, top_k=args.top_k, evidence=args.evidence)))
     else:  # the passages are read once; every question costs one short pass over them
         from tqdm.auto import tqdm
 
         enc = scorer.encode(passages, queries=queries)
         for q in tqdm(queries, desc="qrhead rank", unit="query", disable=not scorer.show_progress):
-            rankings.append((q, enc.rank(q, top_k=args.top_k)))
+            rankings.append((q, enc.rank(q, top_k=args.top_k, evidence=args.evidence)))
     if args.json:
         out = {
             "model": scorer.model_name,
@@ -156,7 +156,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
             "options": scorer.options.to_dict(),
             "rankings": [{"query": q, "results": [
                 {"rank": r.rank, "index": r.index, "line": passages[r.index]["line"], "id": passages[r.index]["id"],
-                 "score": r.score, "text": r.text, **({"title": r.title} if r.title else {}), "truncated": r.truncated}
+                 "score": r.score, "text": r.text, **({"title": r.title} if r.title else {}), "truncated": r.truncated,
+                 **({"evidence": [{"start": e.start, "end": e.end, "share": e.share, "text": e.text} for e in r.evidence]}
+                    if args.evidence else {})}
                 for r in results]} for q, results in rankings],
         }
         print(json.dumps(out, ensure_ascii=False, indent=1))
@@ -164,10 +166,26 @@ def cmd_rank(args: argparse.Namespace) -> int:
     for q, results in rankings:
         print(f"# {scorer.model_name} | heads: {scorer.heads.name} ({len(scorer.heads)}) | query: {q}")
         for r in results:
-            text = r.text if len(r.text) <= 100 else r.text[:97] + "..."
             flag = " [truncated]" if r.truncated else ""
+            if args.evidence:
+                print(f"{r.rank:>3}. {r.score:+.5f}  [{r.index}] {highlight(r.text, r.evidence, sys.stdout.isatty())}{flag}")
+                for e in r.evidence:
+                    print(f"       {e.share:4.0%}  chars {e.start}-{e.end}")
+                continue
+            text = r.text if len(r.text) <= 100 else r.text[:97] + "..."
             print(f"{r.rank:>3}. {r.score:+.5f}  [{r.index}] {text}{flag}")
     return 0
+
+
+def highlight(text: str, evidence: Any, color: bool) -> str:
+    """``text`` with its evidence sentences marked: bold on a terminal, else between >> and <<."""
+    on, off = ("\033[1;33m", "\033[0m") if color else (">>", "<<")
+    out, pos = [], 0
+    for e in sorted(evidence, key=lambda e: e.start):
+        out += [text[pos:e.start], on, text[e.start:e.end], off]
+        pos = e.end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -254,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file of questions, one per line: the passages are read once for all of them")
     p.add_argument("--top-k", type=_positive_int, default=None, help="print only the best K")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--evidence", type=int, default=0, metavar="N",
+                   help="show the N sentences of each result that hold most of the heads' attention")
     _add_model_args(p)
     p.set_defaults(func=cmd_rank)
 

@@ -102,3 +102,43 @@ def test_detect_on_jsonl(model_dir, tmp_path, passages_txt, capsys):
     assert len(saved["detection_scores"]) == 4 and len(saved["detection_scores"][0]) == 4
     # the detected file is accepted by rank
     assert main(["rank", "--model", str(model_dir), "--heads", str(out), "--query", "q", str(passages_txt)]) == 0
+
+
+def test_rank_evidence_view_and_json(model_dir, tmp_path, capsys):
+    p = tmp_path / "p.txt"
+    p.write_text("The sun is a star. It is hot. Bees are not.\nRivers flow to the sea. Seas are salty.\n", encoding="utf-8")
+    assert main(["rank", "--model", str(model_dir), "--heads", "1-0,2-1", "--query", "sun", "--evidence", "1",
+                 str(p)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(">>") == 2 and out.count("<<") == 2 and "chars" in out
+    assert main(["rank", "--model", str(model_dir), "--heads", "1-0,2-1", "--query", "sun", "--evidence", "2",
+                 "--json", str(p)]) == 0
+    results = json.loads(capsys.readouterr().out)["rankings"][0]["results"]
+    texts = p.read_text().splitlines()
+    for r in results:
+        assert 1 <= len(r["evidence"]) <= 2
+        for e in r["evidence"]:
+            assert texts[r["index"]][e["start"]:e["end"]] == e["text"] and 0 < e["share"] <= 1
+
+
+def test_rank_many_questions_read_the_passages_once(model_dir, passages_txt, tmp_path, capsys):
+    qs = tmp_path / "q.txt"
+    qs.write_text("what is the sun?\nwho makes honey?\n", encoding="utf-8")
+    assert main(["rank", "--model", str(model_dir), "--heads", "1-0", "--queries", str(qs), "--json",
+                 str(passages_txt)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["query"] for r in out["rankings"]] == ["what is the sun?", "who makes honey?"]
+    single = main(["rank", "--model", str(model_dir), "--heads", "1-0", "--query", "who makes honey?", "--json",
+                   str(passages_txt)])
+    assert single == 0
+    one = json.loads(capsys.readouterr().out)["rankings"][0]["results"]
+    assert [(r["index"], r["score"]) for r in one] == [(r["index"], r["score"]) for r in out["rankings"][1]["results"]]
+
+
+def test_version_and_models(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and "qrhead" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m-instruct" in out and "installed" in out and "gemma-3-270m" in out and "QRHEAD_CACHE" in out
