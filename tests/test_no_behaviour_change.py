@@ -1,0 +1,36 @@
+"""The engine redesign changed no score: the embedded default reproduces, to 1e-6, what the engine before it
+(commit 2f26919) returned on fixed inputs: plain scores, every candidate order, no calibration, truncation,
+windows, and fusion. The fixture was written by running that commit's code (tests/data/scores_before_redesign.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qrhead_integrations import QRHeadScorer
+
+pytestmark = pytest.mark.real_model
+
+FIXTURE = json.loads((Path(__file__).parent / "data" / "scores_before_redesign.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def base():
+    # the options these scores were made with (the defaults of that commit), whatever today's defaults are
+    return QRHeadScorer.from_pretrained(None, "qrhead", query_rows="query", token_filter=None, head_reduction="mean",
+                                        template="qrhead", fusion=None, max_passage_tokens=None)
+
+
+@pytest.mark.parametrize("case", FIXTURE["cases"], ids=[c["name"] for c in FIXTURE["cases"]])
+def test_scores_identical_to_the_engine_before_the_redesign(base, case):
+    scorer = base.with_options(**case["options"])
+    if "scores" in case:
+        np.testing.assert_allclose(scorer.score(case["query"], case["passages"]), case["scores"], atol=1e-6)
+        return
+    ranked = scorer.rank(case["query"], case["passages"], first_stage_scores=case["first_stage_scores"])
+    assert [r.index for r in ranked] == [x[0] for x in case["ranked"]]
+    np.testing.assert_allclose([r.score for r in ranked], [x[1] for x in case["ranked"]], atol=1e-6)
+    assert [(r.truncated, r.window) for r in ranked] == [(x[2], x[3]) for x in case["ranked"]]
