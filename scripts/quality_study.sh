@@ -29,12 +29,13 @@ for step in "${steps[@]}"; do
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60 --skip 60
     ;;
   collect-qwen05)
+    # A reduced protocol (CPU time: ~2.5x SmolLM2's per prompt): fewer detection examples and queries.
     M=qwen2.5-coder-0.5b-instruct
-    run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 64 --orders shuffled
-    run qrhead eval collect --model $M --data "$D" --set nq --queries 64 --skip 0 --orders shuffled
-    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60
-    run qrhead eval collect --model $M --data "$D" --set nq --queries 60 --skip 1000
-    run qrhead eval collect --model $M --data "$D" --set hotpotqa
+    run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 48 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 48 --skip 0 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 40
+    run qrhead eval collect --model $M --data "$D" --set hotpotqa --queries 60
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 40 --skip 1000
     ;;
   study)
     run qrhead eval study --model smollm2-135m-instruct --data "$D" --out docs/results/study-smollm2.json

@@ -78,13 +78,8 @@ def run_chunk_experiment(
     from tqdm.auto import tqdm
 
     ds = LongContextDataset.load(root)
-    questions = sorted(ds.questions, key=lambda q: q["id"])
-    if n_questions is not None and n_questions < len(questions):
-        random.Random(seed).shuffle(questions)
-        questions = sorted(questions[:n_questions], key=lambda q: q["id"])
-    by_doc: dict[str, list[dict[str, Any]]] = {}
-    for q in questions:
-        by_doc.setdefault(q["doc_id"], []).append(q)
+    articles = squad_chunk_items(scorer, root, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+                                 n_questions=n_questions, seed=seed)
     shape = scorer.shape
     resolved = {k: resolve_heads(v, shape, scorer.model_name) for k, v in head_sets.items()}
     size = len(resolved["qrhead"])
@@ -106,20 +101,15 @@ def run_chunk_experiment(
     all_heads = HeadSet.all_heads(shape)
     # Chunks of one document keep document order in the prompt (not the retriever-style reversed order).
     scorer = scorer.with_options(candidate_order="as_given", calibrate=True)
-    bar = tqdm(total=len(questions), desc=f"{ds.root.name} chunks", disable=not show_progress)
-    for doc_id, qs in by_doc.items():
-        text = ds.documents[doc_id]["text"]
-        spans = split_document(text, scorer.tokenizer, chunk_tokens, chunk_overlap)
-        chunks = [text[a:b] for a, b in spans]
-        ids = [f"{doc_id}:{a}-{b}" for a, b in spans]
+    total = sum(len(a["questions"]) for a in articles)
+    bar = tqdm(total=total, desc=f"{ds.root.name} chunks", disable=not show_progress)
+    for art in articles:
+        chunks, ids = art["chunks"], art["ids"]
         bm25 = BM25([str(i) for i in range(len(chunks))], chunks)
         chunk_vecs = encoder.encode(chunks) if encoder else None
         enc = None
-        for q in qs:
-            gold = gold_chunks(spans, q["evidence"])
-            if not gold:
-                bar.update(1)
-                continue
+        for q in art["questions"]:
+            gold = q["gold"]
             n_chunks.append(len(chunks))
             n_gold.append(len(gold))
             m = cache.get(q["id"], ids) if cache else None
@@ -148,9 +138,10 @@ def run_chunk_experiment(
                                         for q in table[rnd[0]][str(k)]} for k in ks}
             for r in rnd:
                 del table[r]
-    digest = hashlib.sha256(" ".join(sorted(q["id"] for q in questions)).encode()).hexdigest()[:8]
+    qids = sorted(q["id"] for a in articles for q in a["questions"])
+    digest = hashlib.sha256(" ".join(qids).encode()).hexdigest()[:8]
     return {
-        "description": (f"{ds.root.name}: {len(n_gold)} questions over {len(by_doc)} articles, SentenceSplitter "
+        "description": (f"{ds.root.name}: {len(n_gold)} questions over {len(articles)} articles, SentenceSplitter "
                         f"chunks of {chunk_tokens} tokens (overlap {chunk_overlap}), question set {digest}"),
         "recall": per_method,
         "hit": hits,
