@@ -21,14 +21,18 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator
 from typing_extensions import Self
 
+from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks
 from .engine.heads import HeadSet, parse_head_list
 from .engine.options import OPTION_NAMES, ScoringOptions, option_specs
-from .engine.scoring import QRHeadScorer
+from .engine.prompt import check_passages
+from .engine.ranking import RankedPassage, check_first_stage_scores, check_query, check_top_k
+from .engine.scoring import EncodedPassages, QRHeadScorer
 
 HeadsField = str | list[tuple[int, int]] | None
 
@@ -227,7 +231,7 @@ def settings_of_scorer(scorer: QRHeadScorer) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": scorer.model_name,
         "heads": [tuple(h) for h in scorer.heads.heads],
-        "device": str(scorer._device),
+        "device": str(scorer.device),
         "dtype": normalize_field("dtype", getattr(scorer.model, "dtype", None)),
     }
     options = scorer.options.to_dict()
@@ -268,3 +272,211 @@ def first_stage_scores(scores: Sequence[Any]) -> list[float] | None:
             return None
         values.append(f)
     return values
+
+
+# --- several queries at once -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """One query's re-ranking request: what :meth:`QRHeadScorer.rank` takes."""
+
+    query: str
+    passages: Sequence[Any]
+    top_k: int | None = None
+    first_stage_scores: Sequence[float] | None = None
+
+
+def shared_encoding(scorer: QRHeadScorer, passages: Sequence[Any], queries: Sequence[str]) -> EncodedPassages | None:
+    """The passages encoded once for ``queries``, or None when sharing could change a query's scores
+    (passages that need windows: each query is then scored on its own, as a single call would)."""
+    encoded = scorer.encode(passages, queries=list(queries))
+    return encoded if encoded.same_for_every_query else None
+
+
+def rank_jobs(scorer: QRHeadScorer, jobs: Sequence[RankJob], *,
+              return_exceptions: bool = False) -> list[list[RankedPassage] | Exception]:
+    """``[scorer.rank(j.query, j.passages, j.top_k, j.first_stage_scores) for j in jobs]``, with the
+    forward passes shared: jobs with the same passages (anywhere in the list) are scored on one encoding
+    (the passages are read once, each query costs one short pass). The results are exactly those of the
+    one-at-a-time calls; passages that need windows are scored query by query.
+
+    ``return_exceptions``: a job's error (e.g. an empty query) is returned in its place instead of
+    raised; without it, the first invalid job raises before any scoring.
+    """
+    out: list[Any] = [None] * len(jobs)
+    groups: dict[tuple, list[tuple[int, str, int | None, list[float] | None]]] = {}
+    for i, job in enumerate(jobs):
+        try:
+            query = check_query(job.query)
+            check_top_k(job.top_k)
+            items = check_passages(job.passages)
+            fs = check_first_stage_scores(job.first_stage_scores, len(items))
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            out[i] = exc
+            continue
+        if not items:
+            out[i] = []
+            continue
+        groups.setdefault(tuple(items), []).append((i, query, job.top_k, fs))
+
+    def run(i: int, call: Any) -> None:
+        try:
+            out[i] = call()
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            out[i] = exc
+
+    for items, members in groups.items():
+        encoded = None
+        if len(members) > 1:
+            try:
+                encoded = shared_encoding(scorer, list(items), [q for _, q, _, _ in members])
+            except Exception:  # e.g. a budget error: the single calls report it, each for its own query
+                encoded = None
+        for i, query, top_k, fs in members:
+            if encoded is not None:
+                run(i, lambda: encoded.rank(query, top_k, fs))
+            else:
+                run(i, lambda: scorer.rank(query, list(items), top_k=top_k, first_stage_scores=fs))
+    return out
+
+
+class _SharedScorer:
+    """What :func:`~qrhead_integrations.chunks.select_chunks` needs of a scorer, answering ``rank`` from
+    one shared encoding of the chunks (anything else goes to the real scorer)."""
+
+    def __init__(self, scorer: QRHeadScorer, encoded: EncodedPassages | None, texts: list[str]) -> None:
+        self.scorer = scorer
+        self.encoded = encoded
+        self.texts = texts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scorer, name)
+
+    @property
+    def options(self) -> ScoringOptions:
+        return self.scorer.options
+
+    def with_options(self, **changes: Any) -> _SharedScorer:
+        return _SharedScorer(self.scorer.with_options(**changes), None, self.texts)
+
+    def rank(self, query: str, passages: Sequence[Any], top_k: int | None = None,
+             first_stage_scores: Sequence[float] | None = None, **extra: Any) -> list[RankedPassage]:
+        if self.encoded is not None and first_stage_scores is None and list(passages) == self.texts:
+            return self.encoded.rank(query, top_k, **extra)
+        return self.scorer.rank(query, passages, top_k=top_k, first_stage_scores=first_stage_scores, **extra)
+
+
+def selection_scorer(scorer: QRHeadScorer, candidate_order: str | None) -> QRHeadScorer:
+    """The scorer :func:`~qrhead_integrations.chunks.select_chunks` scores with (chunks in reading order
+    unless told otherwise; no fusion without first-stage scores)."""
+    changes: dict[str, Any] = {}
+    if candidate_order is not None and candidate_order != scorer.options.candidate_order:
+        changes["candidate_order"] = candidate_order
+    if scorer.options.fusion is not None:
+        changes["fusion"] = None
+    return scorer.with_options(**changes) if changes else scorer
+
+
+def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[Chunk], *,
+                return_exceptions: bool = False, candidate_order: str | None = "as_given",
+                **selection: Any) -> list[ChunkSelection | Exception]:
+    """``[select_chunks(scorer, q, chunks, **selection) for q in queries]`` with one encoding of the
+    chunks for all queries (when they fit one prompt; else query by query). Results are exactly those
+    of the single calls. ``return_exceptions`` as in :func:`rank_jobs`."""
+    chunks = list(chunks)
+    out: list[Any] = []
+    valid = []
+    for q in queries:
+        try:
+            valid.append(check_query(q))
+        except Exception:
+            if not return_exceptions:
+                raise
+    scorer = selection_scorer(scorer, candidate_order)
+    texts = [c.text for c in chunks if isinstance(c, Chunk)]
+    encoded = None
+    if len(valid) > 1 and texts and len(texts) == len(chunks):
+        try:
+            encoded = shared_encoding(scorer, texts, valid)
+        except Exception:
+            encoded = None
+    shared = _SharedScorer(scorer, encoded, texts)
+    for q in queries:
+        try:
+            out.append(select_chunks(shared, q, chunks, candidate_order=candidate_order, **selection))
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            out.append(exc)
+    return out
+
+
+class ChunkCache(DocumentChunks):
+    """:class:`~qrhead_integrations.chunks.DocumentChunks` that survives pickling (the located chunks are
+    dropped and found again on first use)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        DocumentChunks.__init__(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ChunkCache:
+        return ChunkCache()
+
+
+# --- documentation ---------------------------------------------------------------------------------
+
+TABLE_START = "<!-- scorer-options-table: generated by `python -m qrhead_integrations._adapter`; do not edit -->"
+TABLE_END = "<!-- scorer-options-table: end -->"
+DOC_FILES = ("docs/llama_index.md", "docs/langchain.md")
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value!r}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def options_table() -> str:
+    """The markdown table of every scorer field (loading settings, then the engine's scoring options),
+    generated from :data:`LOADER_FIELDS` and :func:`~qrhead_integrations.engine.options.option_specs`."""
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for name, (_, default, description) in LOADER_FIELDS.items():
+        rows.append(f"| `{name}` | {_default_text(default)} | {_cell(description)} |")
+    for spec in option_specs():
+        if spec.name in ADAPTER_OPTION_NAMES:
+            rows.append(f"| `{spec.name}` | {_default_text(spec.default)} | {_cell(spec.description)} |")
+    return "\n".join(rows)
+
+
+def render_options_section(text: str) -> str:
+    """``text`` with the generated table between its markers replaced by the current one."""
+    start, end = text.index(TABLE_START), text.index(TABLE_END)
+    return text[:start] + TABLE_START + "\n\n" + options_table() + "\n\n" + text[end:]
+
+
+def update_docs(root: str | os.PathLike[str] = ".") -> list[str]:
+    """Rewrite the generated options table in the framework docs; returns the files that changed."""
+    changed = []
+    for rel in DOC_FILES:
+        path = Path(root) / rel
+        old = path.read_text(encoding="utf-8")
+        new = render_options_section(old)
+        if new != old:
+            path.write_text(new, encoding="utf-8")
+            changed.append(rel)
+    return changed
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance entry point
+    print("\n".join(update_docs()) or "docs are up to date")

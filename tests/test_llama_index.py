@@ -28,7 +28,9 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import MetadataMode, NodeRelationship, NodeWithScore, QueryBundle, TextNode
 
 from qrhead_integrations import QRHeadScorer
+from qrhead_integrations.engine.loading import model_display_name
 from qrhead_integrations.llama_index import QRHeadChunkRetriever, QRHeadRerank, select_document_chunks
+from qrhead_integrations.llama_index.base import node_passage
 
 HEADS = [(1, 0), (2, 1), (3, 3)]
 TEXTS = [
@@ -112,10 +114,12 @@ def test_scores_are_the_engines_for_the_same_text_and_order(rerank):
     rerank.top_n = None
     out = rerank.postprocess_nodes(nodes, query_str=QUERY)
     assert len(out) == len(nodes)
-    texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-    expected = rerank.scorer.rank(QUERY, texts)
+    # the scorer reads each node's text with its embed-mode metadata as the passage title
+    passages = [node_passage(n.node, MetadataMode.EMBED)[0] for n in nodes]
+    assert passages[0].text == TEXTS[0] and passages[0].title == "source: s0; tags: ['x']"
+    expected = rerank.scorer.rank(QUERY, passages)
     assert [(n.node.node_id, n.score) for n in out] == [(f"n{r.index}", r.score) for r in expected]
-    plain = QRHeadRerank(model=rerank.model, heads=HEADS, metadata_mode="none")
+    plain = QRHeadRerank(model=rerank.model, heads=HEADS, metadata_mode="none", top_n=None)
     out = plain.postprocess_nodes(nodes, query_str=QUERY)
     expected = plain.scorer.rank(QUERY, TEXTS)
     assert [(n.node.node_id, n.score) for n in out] == [(f"n{r.index}", r.score) for r in expected]
@@ -127,7 +131,7 @@ def test_first_stage_order_and_scores_flow_into_fusion(model_dir):
         n.score = s
     # Fusion that gives the QRHead part no weight must return the first stage's own ranking:
     # by node.score with 'linear', by the incoming order (the rank) with 'rrf' when scores are missing.
-    linear = QRHeadRerank(model=model_dir, heads=HEADS, fusion="linear", fusion_weight=0.0)
+    linear = QRHeadRerank(model=model_dir, heads=HEADS, fusion="linear", fusion_weight=0.0, top_n=None)
     out = linear.postprocess_nodes(nodes, query_str=QUERY)
     assert [n.node.node_id for n in out] == ["n1", "n4", "n2", "n5", "n0", "n3"]
     assert all(isinstance(n.node.metadata["qrhead_score"], float) for n in out)
@@ -135,7 +139,7 @@ def test_first_stage_order_and_scores_flow_into_fusion(model_dir):
     unscored = make_nodes()[::-1]
     for n in unscored:
         n.score = None
-    rrf = QRHeadRerank(model=model_dir, heads=HEADS, fusion="rrf", fusion_weight=0.0)
+    rrf = QRHeadRerank(model=model_dir, heads=HEADS, fusion="rrf", fusion_weight=0.0, top_n=None)
     out = rrf.postprocess_nodes(unscored, query_str=QUERY)
     assert [n.node.node_id for n in out] == [n.node.node_id for n in unscored]  # stable: input order
     assert all("retrieval_score" not in n.node.metadata for n in out)  # nothing to keep
@@ -145,7 +149,7 @@ def test_candidate_order_reaches_the_engine(model_dir):
     nodes = make_nodes()
     scores = {}
     for order in ("reversed", "as_given"):
-        rr = QRHeadRerank(model=model_dir, heads=HEADS, candidate_order=order, metadata_mode="none")
+        rr = QRHeadRerank(model=model_dir, heads=HEADS, candidate_order=order, metadata_mode="none", top_n=None)
         out = rr.postprocess_nodes(nodes, query_str=QUERY)
         scores[order] = {n.node.node_id: n.score for n in out}
         direct = QRHeadScorer.from_pretrained(model_dir, HEADS, candidate_order=order).score(QUERY, TEXTS)
@@ -166,7 +170,7 @@ def test_empty_missing_query_and_bad_settings(rerank, model_dir):
 
 
 def test_truncation_is_flagged_not_silent(model_dir):
-    rr = QRHeadRerank(model=model_dir, heads=HEADS, max_passage_tokens=4, metadata_mode="none")
+    rr = QRHeadRerank(model=model_dir, heads=HEADS, max_passage_tokens=4, metadata_mode="none", top_n=None)
     out = rr.postprocess_nodes(make_nodes(), query_str=QUERY)
     assert all(n.node.metadata["qrhead_truncated"] is True for n in out)
     assert all("qrhead_truncated" in n.node.excluded_llm_metadata_keys for n in out)
@@ -197,7 +201,7 @@ def test_events_and_callbacks_are_emitted(model_dir):
     start = seen[names.index("ReRankStartEvent")]
     end = seen[names.index("ReRankEndEvent")]
     assert start.top_n == 2 and start.query.query_str == QUERY and len(start.nodes) == len(TEXTS)
-    assert start.model_name == rr.scorer.model_name
+    assert start.model_name == model_display_name(model_dir)  # named before the model is loaded
     assert [n.node.node_id for n in end.nodes] == [n.node.node_id for n in out]
     (pair,) = debug.get_event_pairs(CBEventType.RERANKING)
     assert pair[0].payload[EventPayload.QUERY_STR] == QUERY and pair[0].payload[EventPayload.TOP_K] == 2
@@ -396,3 +400,95 @@ def test_default_model_reranks_a_bm25_query_engine():
     # the prompt layout, so the bar here is a little lower
     assert sum(r == 1 for r in ranks) >= 6, ranks
     assert sum(1 / r for r in ranks if r) / len(ranks) >= 0.7, ranks
+
+
+# --- defaults, events, cut-offs, loader options ------------------------------------------------------------
+
+
+def test_start_event_comes_before_the_model_is_loaded(model_dir):
+    rr = QRHeadRerank(model=model_dir, heads=HEADS)  # the model may be cached; this instance has no scorer yet
+    seen = []
+
+    class Probe(BaseEventHandler):
+        @classmethod
+        def class_name(cls):
+            return "Probe"
+
+        def handle(self, event, **kwargs):
+            seen.append((event.class_name(), rr._slot.scorer is None))
+
+    handler = Probe()
+    root_dispatcher.add_event_handler(handler)
+    try:
+        rr.postprocess_nodes(make_nodes(), query_str=QUERY)
+    finally:
+        root_dispatcher.event_handlers.remove(handler)
+    states = dict(e for e in seen if e[0].startswith("ReRank"))
+    assert states == {"ReRankStartEvent": True, "ReRankEndEvent": False}  # start: no scorer built yet
+
+
+def test_defaults_return_three_nodes():
+    assert QRHeadRerank().top_n == 3
+    from qrhead_integrations.langchain import QRHeadReranker
+
+    assert QRHeadReranker().top_n == 3
+
+
+def test_score_thresholds_in_the_postprocessor(model_dir):
+    nodes = make_nodes()
+    everything = QRHeadRerank(model=model_dir, heads=HEADS, top_n=None).postprocess_nodes(nodes, query_str=QUERY)
+    scores = [n.score for n in everything]
+    absolute = QRHeadRerank(model=model_dir, heads=HEADS, top_n=None, score_threshold=scores[1])
+    assert [n.node.node_id for n in absolute.postprocess_nodes(nodes, query_str=QUERY)] == [
+        n.node.node_id for n in everything[:2]]
+    hi, lo = max(scores), min(scores)
+    keep = [n.node.node_id for n in everything if (n.score - lo) / (hi - lo) >= 0.4]
+    relative = QRHeadRerank(model=model_dir, heads=HEADS, top_n=None, relative_score_threshold=0.4)
+    assert [n.node.node_id for n in relative.postprocess_nodes(nodes, query_str=QUERY)] == keep
+    assert 1 <= len(keep) < len(nodes)
+    with pytest.raises(ValueError):
+        QRHeadRerank(model=model_dir, relative_score_threshold=-0.1)
+
+
+def test_chunk_retriever_thresholds_reach_the_selection(model_dir):
+    splitter = SentenceSplitter(chunk_size=60, chunk_overlap=10)
+    plain = QRHeadChunkRetriever(LONG, reranker=QRHeadRerank(model=model_dir, heads=HEADS), splitter=splitter,
+                                 top_k=100)
+    scores = [n.score for n in plain.retrieve(QUERY)]
+    hi, lo = max(scores), min(scores)
+    expected = sum((s - lo) / (hi - lo) >= 0.6 for s in scores)
+    cut = QRHeadChunkRetriever(LONG, reranker=QRHeadRerank(model=model_dir, heads=HEADS, relative_score_threshold=0.6),
+                               splitter=splitter, top_k=100)
+    assert len(cut.retrieve(QUERY)) == expected < len(scores)
+    budget = QRHeadChunkRetriever(LONG, reranker=QRHeadRerank(model=model_dir, heads=HEADS, score_threshold=scores[2]),
+                                  splitter=splitter, token_budget=10_000)
+    assert len(budget.select(QUERY)) == 3
+
+
+LOADER = {"device_map": {"": "cpu"}, "model_kwargs": {"quantization_config": {"load_in_4bit": True}},
+          "revision": "v1.0", "trust_remote_code": True}
+
+
+def test_loader_options_survive_llama_index_round_trips(model_dir):
+    rr = QRHeadRerank(model=model_dir, heads=HEADS, score_threshold=0.01, relative_score_threshold=0.25, **LOADER)
+    data = rr.to_dict()
+    for key, value in {**LOADER, "score_threshold": 0.01, "relative_score_threshold": 0.25}.items():
+        assert data[key] == value
+    for again in (QRHeadRerank.from_dict(data), QRHeadRerank.from_json(rr.to_json()), pickle.loads(pickle.dumps(rr))):
+        assert again.to_dict() == data and again._slot.scorer is None
+    loaded = QRHeadRerank(model=model_dir, heads=HEADS, device_map={"": "cpu"},
+                          model_kwargs={"low_cpu_mem_usage": True})
+    assert loaded.scorer.model is not QRHeadRerank(model=model_dir, heads=HEADS).scorer.model  # another load
+    assert len(loaded.postprocess_nodes(make_nodes(), query_str=QUERY)) == 3
+
+
+def test_chunk_retriever_pickles_and_answers_many_questions(model_dir):
+    rr = QRHeadRerank(model=model_dir, heads=HEADS)
+    retriever = QRHeadChunkRetriever(Document(text=LONG, id_="long-doc"), reranker=rr, top_k=3,
+                                     splitter=SentenceSplitter(chunk_size=60, chunk_overlap=10))
+    queries = [QUERY, "How do honey bees find flowers?", "Which planet is the largest?"]
+    single = [retriever.select(q) for q in queries]
+    assert [list(s) for s in retriever.select_many(queries)] == [list(s) for s in single]
+    clone = pickle.loads(pickle.dumps(retriever))
+    assert [n.node.node_id for n in clone.retrieve(QUERY)] == [f"long-doc-chunk-{c.index}" for c in single[0]]
+    assert [n.score for n in clone.retrieve(QUERY)] == [c.score for c in single[0]]

@@ -89,6 +89,7 @@ class Layout:
     placements: tuple[str, ...]
     budget: int
     query_room: int
+    whole: bool = True  # one prompt, nothing cut to fit the budget: the same layout for any query that fits
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -188,7 +189,8 @@ def plan_layout(
                     logger.warning("passage %d does not fit the context budget of %d tokens on its own; it was "
                                    "truncated to %d tokens (flagged on its result)", i, budget, keep)
         windows = plan_windows(sizes, room)
-        layout = _layout(tokenizer, fitted, cut, windows, placements, template, null_query, budget, query_room, {})
+        layout = _layout(tokenizer, fitted, cut, windows, placements, template, null_query, budget, query_room, {},
+                         whole=False)
         longest = max(len(p.null_prompt) - null_len + query_room for p in layout.prompts)
         if longest <= budget:
             if len(windows) > 1:
@@ -202,7 +204,7 @@ def plan_layout(
 
 def _layout(tokenizer: Any, items: list[Passage], truncated: list[bool], windows: list[list[int]],
             placements: tuple[str, ...], template: PromptTemplate, null_query: str, budget: int,
-            query_room: int, measured: dict[str, TokenizedPrompt]) -> Layout:
+            query_room: int, measured: dict[str, TokenizedPrompt], whole: bool = True) -> Layout:
     prompts = []
     for placement in placements:
         for w, idx in enumerate(windows):
@@ -213,4 +215,4 @@ def _layout(tokenizer: Any, items: list[Passage], truncated: list[bool], windows
                 prompt = build_prompt(tokenizer, in_prompt, null_query, template)
             prompts.append(WindowPrompt(placement, w, tuple(order), in_prompt, prompt))
     return Layout(tuple(items), tuple(truncated), tuple(tuple(w) for w in windows), tuple(prompts), placements,
-                  budget, query_room)
+                  budget, query_room, whole)

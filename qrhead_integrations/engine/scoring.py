@@ -85,6 +85,14 @@ class EncodedPassages:
     def query_room(self) -> int:
         return self.layout.query_room
 
+    @property
+    def same_for_every_query(self) -> bool:
+        """True when the passages fit one prompt whole (no windows, nothing cut to fit the budget): then any
+        query that fits the reserved room is scored exactly as a single ``scorer.rank(query, passages)``
+        would score it. When False (long inputs), the windows were planned for the reserved room and can
+        differ from a single call's."""
+        return self.layout.whole
+
     # --- per-token masses -------------------------------------------------------------------------
     def _cache(self, k: int, wp: WindowPrompt) -> PrefixCache:
         cache = self._caches.get(k)
@@ -427,8 +435,8 @@ class QRHeadScorer:
         (default: the scorer's setting).
 
         Consecutive pairs with the same passages (e.g. many questions about one document) share one
-        encoding: the passages are read once, each further query costs one short pass (as with
-        :meth:`encode`). Results equal ``[score(q, p) for q, p in pairs]``.
+        encoding when the passages fit one prompt: they are read once, each further query costs one
+        short pass (as with :meth:`encode`). Results equal ``[score(q, p) for q, p in pairs]``.
         """
         from tqdm.auto import tqdm
 
@@ -443,10 +451,10 @@ class QRHeadScorer:
                     out.append(self._encode(items, queries, keep_cache=False).score(queries[0]))
                 else:
                     enc = self._encode(items, queries, keep_cache=True)
-                    # Passages split over several windows: keep one window's cache at a time (each query
-                    # re-reads them, only the null pass is shared), as score() would.
-                    enc.keep_cache = len(enc.layout.windows) == 1
-                    out.extend(enc.score(q) for q in queries)
+                    if enc.same_for_every_query:
+                        out.extend(enc.score(q) for q in queries)
+                    else:  # long inputs: score each query on the layout a single call would plan
+                        out.extend(self._encode(items, [q], keep_cache=False).score(q) for q in queries)
                 bar.update(len(queries))
         return out
 

@@ -16,9 +16,11 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.retrievers import BaseRetriever, RetrieverLike
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field
 
-from .._adapter import ScorerConfig, copy_metadata, first_stage_scores
+from .._adapter import RankJob, ScorerConfig, copy_metadata, first_stage_scores, rank_jobs
 from ..engine.ranking import RankedPassage
 
 RUN_NAME = "QRHeadReranker"
@@ -41,7 +43,8 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    top_n: int | None = Field(default=3, ge=1, description="Documents to return (best first); None = all, re-ordered.")
+    top_n: int | None = Field(default=3, ge=1, strict=True,
+                              description="Documents to return (best first); None = all, re-ordered.")
     first_stage_score_key: str | None = Field(
         default=None,
         description="Metadata key holding the first-stage score (used by fusion='linear'/'rrf'); None = "
@@ -50,17 +53,46 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
                            description="Metadata key the ranking score is written to.")
 
     # --- ranking --------------------------------------------------------------------------------
+    def _job(self, query: str, documents: Sequence[Document], top_n: int | None) -> RankJob:
+        first_stage = None
+        if self.first_stage_score_key is not None:
+            first_stage = first_stage_scores([d.metadata.get(self.first_stage_score_key) for d in documents])
+        return RankJob(query, [d.page_content for d in documents], self.top_n if top_n is None else top_n,
+                       first_stage)
+
     def rank(self, query: str, documents: Sequence[Document], top_n: int | None = None) -> list[Document]:
         """Re-rank without callbacks: new documents, best first, at most ``top_n`` (default: the field)."""
         if len(documents) == 0:
             return []
-        scorer = self.scorer
-        first_stage = None
-        if self.first_stage_score_key is not None:
-            first_stage = first_stage_scores([d.metadata.get(self.first_stage_score_key) for d in documents])
-        ranked = scorer.rank(query, [d.page_content for d in documents], top_k=self.top_n if top_n is None else top_n,
-                             first_stage_scores=first_stage)
+        job = self._job(query, documents, top_n)
+        ranked = self.scorer.rank(job.query, job.passages, top_k=job.top_k, first_stage_scores=job.first_stage_scores)
         return [self._result(documents[r.index], r) for r in ranked]
+
+    def rank_many(self, queries: Sequence[str], documents: Sequence[Sequence[Document]], top_n: int | None = None,
+                  *, return_exceptions: bool = False) -> list[list[Document] | Exception]:
+        """:meth:`rank` for many queries: ``documents[i]`` are the candidates of ``queries[i]``.
+
+        Queries whose candidates have the same texts (e.g. many questions over one document's chunks, or
+        a first stage that returns the same documents) are scored on one encoding: the documents are
+        read once, each query adds one short pass. The results equal ``[rank(q, d, top_n) for q, d in
+        ...]`` exactly. With ``return_exceptions``, a query's error is returned in its place.
+        """
+        if isinstance(queries, str) or len(queries) != len(documents):
+            raise ValueError("rank_many needs a list of queries and one list of documents per query")
+        docs = [list(d) for d in documents]
+        out: list[Any] = [[] for _ in docs]  # no candidates: nothing to rank (as rank() does)
+        todo = [i for i, d in enumerate(docs) if d]
+        if todo:
+            jobs = [self._job(queries[i], docs[i], top_n) for i in todo]
+            for i, r in zip(todo, rank_jobs(self.scorer, jobs, return_exceptions=return_exceptions)):
+                out[i] = r if isinstance(r, Exception) else [self._result(docs[i][x.index], x) for x in r]
+        return out
+
+    async def arank_many(self, queries: Sequence[str], documents: Sequence[Sequence[Document]],
+                         top_n: int | None = None, *, return_exceptions: bool = False
+                         ) -> list[list[Document] | Exception]:
+        """Async form of :meth:`rank_many` (the forward passes run in a worker thread)."""
+        return await asyncio.to_thread(self.rank_many, queries, documents, top_n, return_exceptions=return_exceptions)
 
     def _result(self, doc: Document, r: RankedPassage) -> Document:
         metadata = copy_metadata(doc.metadata)
@@ -120,46 +152,214 @@ class QRHeadRerankRetriever(BaseRetriever):
                                           reranker=QRHeadReranker(), k=4)
 
     ``k`` is the number of documents returned (LangChain's convention), at construction or per call
-    (``retriever.invoke(query, k=2)``); None = the reranker's ``top_n``. How many candidates the first
-    stage fetches is the base retriever's own setting; other keyword arguments of ``invoke`` go to it.
+    (``retriever.invoke(query, k=2)``); None = the reranker's ``top_n``. ``fetch_k`` is the first-stage
+    depth: when set (at construction or per call), a base ``BaseRetriever`` is asked for that many
+    candidates (``base_retriever.invoke(query, k=fetch_k)``, LangChain's convention) and any base's
+    result is cut to ``fetch_k``; None = the base retriever's own setting. Other keyword arguments of
+    ``invoke`` go to the base retriever.
+
+    ``batch`` / ``abatch`` run the first stage for every input (concurrently, up to ``max_concurrency``)
+    and then score queries whose candidates are the same documents on one encoding (see
+    :meth:`QRHeadReranker.rank_many`); results and callback runs are those of one ``invoke`` per input.
+
+    Serialisation (``model_dump`` / ``model_dump_json``) covers ``k``, ``fetch_k`` and the reranker's
+    settings; ``base_retriever`` is a live object and is excluded: pass it again when loading,
+    ``QRHeadRerankRetriever.model_validate({**data, "base_retriever": base})``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     base_retriever: RetrieverLike = Field(exclude=True)
     reranker: QRHeadReranker = Field(default_factory=QRHeadReranker)
-    k: int | None = Field(default=None, ge=1, description="Documents to return; None = the reranker's top_n.")
+    k: int | None = Field(default=None, ge=1, strict=True,
+                          description="Documents to return; None = the reranker's top_n.")
+    fetch_k: int | None = Field(
+        default=None, ge=1, strict=True,
+        description="Candidates to ask the base retriever for (passed to it as k); None = its own setting.")
 
     def _top(self, k: int | None) -> int | None:
         if k is None:
             return self.k if self.k is not None else self.reranker.top_n
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, not {k!r}")
-        return k
+        return _positive("k", k)
+
+    def _first_stage_kwargs(self, fetch_k: int | None, kwargs: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
+        """The first-stage depth and the keywords for the base retriever (``k=depth`` for a retriever;
+        another runnable gets no ``k``, its output is only cut to the depth)."""
+        depth = self.fetch_k if fetch_k is None else _positive("fetch_k", fetch_k)
+        if depth is not None and isinstance(self.base_retriever, BaseRetriever):
+            return depth, {**kwargs, "k": depth}
+        return depth, dict(kwargs)
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None,
+        fetch_k: int | None = None, **kwargs: Any
     ) -> list[Document]:
         top = self._top(k)
-        docs = _documents(self.base_retriever.invoke(query, config={"callbacks": run_manager.get_child()}, **kwargs))
+        depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
+        docs = _documents(self.base_retriever.invoke(query, config={"callbacks": run_manager.get_child()},
+                                                     **base_kwargs), depth)
         if not docs:
             return []
         return list(self.reranker.compress_documents(docs, query, callbacks=run_manager.get_child(), top_n=top))
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None, **kwargs: Any
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None,
+        fetch_k: int | None = None, **kwargs: Any
     ) -> list[Document]:
         top = self._top(k)
+        depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
         docs = _documents(await self.base_retriever.ainvoke(query, config={"callbacks": run_manager.get_child()},
-                                                            **kwargs))
+                                                            **base_kwargs), depth)
         if not docs:
             return []
         return list(await self.reranker.acompress_documents(docs, query, callbacks=run_manager.get_child(),
                                                             top_n=top))
 
+    # --- several queries ----------------------------------------------------------------------------
+    def batch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
+        """One ``invoke`` per input, with the scoring shared (see the class docstring)."""
+        if len(inputs) < 2:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        configs = get_config_list(config, len(inputs))
+        kwargs.pop("run_id", None)  # one run id cannot name several runs: a per-input config's run_id is used
+        k, fetch_k = kwargs.pop("k", None), kwargs.pop("fetch_k", None)
+        runs = [start_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
+        out: list[Any] = [None] * len(inputs)
+        try:
+            top = self._top(k)
+            depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
+        except Exception as exc:
+            out = [exc] * len(inputs)
+        else:
+            child = [{"callbacks": r.get_child(), "max_concurrency": c.get("max_concurrency")}
+                     for r, c in zip(runs, configs)]
+            first = self.base_retriever.batch(inputs, child, return_exceptions=True, **base_kwargs)
+            chains: dict[int, Any] = {}
+            for i, docs in enumerate(first):
+                try:
+                    out[i] = docs = _documents(_raise(docs), depth)
+                except Exception as exc:
+                    out[i] = exc
+                    continue
+                if docs:
+                    chains[i] = CallbackManager.configure(inheritable_callbacks=runs[i].get_child()).on_chain_start(
+                        None, {"query": inputs[i], "documents": list(docs)}, name=RUN_NAME)
+            if chains:
+                ranked = self.reranker.rank_many([inputs[i] for i in chains], [out[i] for i in chains], top,
+                                                 return_exceptions=True)
+                for (i, chain), result in zip(chains.items(), ranked):
+                    if isinstance(result, Exception):
+                        chain.on_chain_error(result)
+                    else:
+                        chain.on_chain_end({"documents": result})
+                    out[i] = result
+        for run, result in zip(runs, out):
+            if isinstance(result, Exception):
+                run.on_retriever_error(result)
+            else:
+                run.on_retriever_end(result)
+        return _finish(out, return_exceptions)
 
-def _documents(docs: Any) -> list[Document]:
-    """The base retriever's output, checked: a clear error instead of a failure deep in the re-ranker."""
+    async def abatch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+                     return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
+        """Async form of :meth:`batch`: callbacks on the event loop, the forward passes in a worker thread."""
+        if len(inputs) < 2:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        configs = get_config_list(config, len(inputs))
+        kwargs.pop("run_id", None)  # one run id cannot name several runs: a per-input config's run_id is used
+        k, fetch_k = kwargs.pop("k", None), kwargs.pop("fetch_k", None)
+        runs = [await astart_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
+        out: list[Any] = [None] * len(inputs)
+        try:
+            top = self._top(k)
+            depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
+        except Exception as exc:
+            out = [exc] * len(inputs)
+        else:
+            child = [{"callbacks": r.get_child(), "max_concurrency": c.get("max_concurrency")}
+                     for r, c in zip(runs, configs)]
+            first = await self.base_retriever.abatch(inputs, child, return_exceptions=True, **base_kwargs)
+            chains: dict[int, Any] = {}
+            for i, docs in enumerate(first):
+                try:
+                    out[i] = docs = _documents(_raise(docs), depth)
+                except Exception as exc:
+                    out[i] = exc
+                    continue
+                if docs:
+                    manager = AsyncCallbackManager.configure(inheritable_callbacks=runs[i].get_child())
+                    chains[i] = await manager.on_chain_start(None, {"query": inputs[i], "documents": list(docs)},
+                                                             name=RUN_NAME)
+            if chains:
+                ranked = await self.reranker.arank_many([inputs[i] for i in chains], [out[i] for i in chains], top,
+                                                        return_exceptions=True)
+                for (i, chain), result in zip(chains.items(), ranked):
+                    if isinstance(result, Exception):
+                        await chain.on_chain_error(result)
+                    else:
+                        await chain.on_chain_end({"documents": result})
+                    out[i] = result
+        for run, result in zip(runs, out):
+            if isinstance(result, Exception):
+                await run.on_retriever_error(result)
+            else:
+                await run.on_retriever_end(result)
+        return _finish(out, return_exceptions)
+
+
+# --- helpers shared with the chunk retriever ------------------------------------------------------------
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _raise(value: Any) -> Any:
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
+def _run_settings(retriever: BaseRetriever, config: RunnableConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What ``BaseRetriever.invoke`` configures its callback manager with (one input of a batch)."""
+    return dict(
+        inheritable_callbacks=config.get("callbacks"), local_callbacks=None, verbose=kwargs.get("verbose", False),
+        inheritable_tags=config.get("tags"), local_tags=retriever.tags,
+        inheritable_metadata={**(config.get("metadata") or {}), **retriever._get_ls_params(**kwargs)},
+        local_metadata=retriever.metadata,
+    )
+
+
+def start_run(retriever: BaseRetriever, query: str, config: RunnableConfig,
+              kwargs: dict[str, Any]) -> CallbackManagerForRetrieverRun:
+    """The retriever run ``invoke`` would start for ``query`` (callbacks, tags, metadata, run name)."""
+    manager = CallbackManager.configure(**_run_settings(retriever, config, kwargs))
+    return manager.on_retriever_start(None, query, name=config.get("run_name") or retriever.get_name(),
+                                      run_id=config.get("run_id"))
+
+
+async def astart_run(retriever: BaseRetriever, query: str, config: RunnableConfig,
+                     kwargs: dict[str, Any]) -> AsyncCallbackManagerForRetrieverRun:
+    manager = AsyncCallbackManager.configure(**_run_settings(retriever, config, kwargs))
+    return await manager.on_retriever_start(None, query, name=config.get("run_name") or retriever.get_name(),
+                                            run_id=config.get("run_id"))
+
+
+def _finish(out: list[Any], return_exceptions: bool) -> list[Any]:
+    """A batch's results: the first error raised unless errors are returned in place (as Runnable.batch)."""
+    if not return_exceptions:
+        for result in out:
+            if isinstance(result, Exception):
+                raise result
+    return out
+
+
+def _documents(docs: Any, limit: int | None = None) -> list[Document]:
+    """The base retriever's output, checked (a clear error instead of a failure deep in the re-ranker) and
+    cut to ``limit`` (the first-stage depth)."""
     if docs is None:
         return []
     if isinstance(docs, (str, Document)) or not isinstance(docs, Sequence):
@@ -168,4 +368,4 @@ def _documents(docs: Any) -> list[Document]:
     if bad:
         raise TypeError(f"the base retriever returned {type(docs[bad[0]]).__name__} items (e.g. at position {bad[0]}), "
                         "not LangChain Documents: wrap them as Document(page_content=...)")
-    return list(docs)
+    return list(docs)[:limit] if limit is not None else list(docs)

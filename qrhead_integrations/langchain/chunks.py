@@ -9,12 +9,14 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validator
 
-from .._adapter import copy_metadata
-from ..chunks import Chunk, ChunkSelection, DocumentChunks, SelectedChunk, select_chunks
-from .base import QRHeadReranker
+from .._adapter import ChunkCache, copy_metadata, select_many
+from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, select_chunks
+from .base import QRHeadReranker, _finish, _positive, astart_run, start_run
 
 
 def default_text_splitter() -> RecursiveCharacterTextSplitter:
@@ -40,23 +42,32 @@ class QRHeadChunkRetriever(BaseRetriever):
     Selection: ``k`` chunks (LangChain's name for the number of results, also accepted as ``top_k``, and
     per call: ``invoke(query, k=2)``; default 5), or as many as fit ``token_budget`` tokens (greedy by
     score; counted with ``count_tokens``, default the scorer's tokenizer), optionally in document order
-    (``keep_document_order``). The scorer is configured by ``reranker`` (its ``top_n`` is not used); the
-    chunks sit in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
+    (``keep_document_order``). The scorer is configured by ``reranker`` (its ``top_n`` is not used; its
+    ``score_threshold`` / ``relative_score_threshold`` drop chunks before the selection); the chunks sit
+    in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
+
+    ``batch`` / ``abatch`` (several questions about the document) read the chunks once and add one short
+    pass per question; the results are those of one ``invoke`` per question.
+
+    Serialisation (``model_dump`` / ``model_dump_json`` / ``model_validate``) covers the document, the
+    reranker's settings and the selection settings. ``text_splitter`` and ``count_tokens`` are live
+    objects and are excluded: pass them again when loading (otherwise the defaults apply). Pickling keeps
+    everything (a splitter built on a closure, e.g. ``from_huggingface_tokenizer``, may not pickle).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     document: Document
     reranker: QRHeadReranker = Field(default_factory=_all_chunks_reranker)
-    text_splitter: TextSplitter = Field(default_factory=default_text_splitter)
-    k: int | None = Field(default=None, ge=1, validation_alias=AliasChoices("k", "top_k"),
+    text_splitter: TextSplitter = Field(default_factory=default_text_splitter, exclude=True)
+    k: int | None = Field(default=None, ge=1, strict=True, validation_alias=AliasChoices("k", "top_k"),
                           description="Chunks to return (default 5 when there is no token_budget).")
-    token_budget: int | None = Field(default=None, ge=1)
+    token_budget: int | None = Field(default=None, ge=1, strict=True)
     keep_document_order: bool = False
     count_tokens: Any | None = Field(default=None, exclude=True)
     candidate_order: Literal["reversed", "as_given", "both"] | None = "as_given"
 
-    _chunks: DocumentChunks = PrivateAttr(default_factory=DocumentChunks)
+    _chunks: ChunkCache = PrivateAttr(default_factory=ChunkCache)
 
     @field_validator("document", mode="before")
     @classmethod
@@ -74,24 +85,78 @@ class QRHeadChunkRetriever(BaseRetriever):
     def top_k(self) -> int | None:
         return self.k
 
+    def _selection(self, k: int | None) -> dict[str, Any]:
+        top = self.k if k is None else _positive("k", k)
+        check_selection_options(top, self.token_budget, self.candidate_order)
+        return dict(top_k=top, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
+                    count_tokens=self.count_tokens, candidate_order=self.candidate_order)
+
     def select(self, query: str, k: int | None = None) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
-        return select_chunks(
-            self.reranker.scorer, query, self.chunks, top_k=self.k if k is None else k, token_budget=self.token_budget,
-            keep_document_order=self.keep_document_order, count_tokens=self.count_tokens,
-            candidate_order=self.candidate_order,
-        )
+        return select_chunks(self.reranker.scorer, query, self.chunks, **self._selection(k))
+
+    def select_many(self, queries: list[str], k: int | None = None, *,
+                    return_exceptions: bool = False) -> list[ChunkSelection | Exception]:
+        """:meth:`select` for several queries, with the chunks encoded once (equal results)."""
+        return select_many(self.reranker.scorer, queries, self.chunks, return_exceptions=return_exceptions,
+                           **self._selection(k))
+
+    def _documents(self, selection: ChunkSelection) -> list[Document]:
+        return [chunk_document(self.document, c, self.reranker.score_key) for c in selection]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
-        return [chunk_document(self.document, c, self.reranker.score_key) for c in self.select(query, k)]
+        return self._documents(self.select(query, k))
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
-        selection = await asyncio.to_thread(self.select, query, k)
-        return [chunk_document(self.document, c, self.reranker.score_key) for c in selection]
+        return self._documents(await asyncio.to_thread(self.select, query, k))
+
+    # --- several queries ----------------------------------------------------------------------------
+    def _select_documents(self, inputs: list[str], k: int | None, unknown: dict[str, Any]) -> list[Any]:
+        if unknown:  # what invoke would raise for each input
+            return [TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")] * len(inputs)
+        try:
+            selections = self.select_many(inputs, k, return_exceptions=True)
+        except Exception as exc:  # e.g. a bad k, or the splitter failing: every input fails with it
+            return [exc] * len(inputs)
+        return [s if isinstance(s, Exception) else self._documents(s) for s in selections]
+
+    def batch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
+        """One ``invoke`` per question, with the chunks encoded once for all of them."""
+        if len(inputs) < 2:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        configs = get_config_list(config, len(inputs))
+        kwargs.pop("run_id", None)
+        k = kwargs.pop("k", None)
+        runs = [start_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
+        out = self._select_documents(inputs, k, kwargs)
+        for run, result in zip(runs, out):
+            if isinstance(result, Exception):
+                run.on_retriever_error(result)
+            else:
+                run.on_retriever_end(result)
+        return _finish(out, return_exceptions)
+
+    async def abatch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+                     return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
+        """Async form of :meth:`batch` (the forward passes run in a worker thread)."""
+        if len(inputs) < 2:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        configs = get_config_list(config, len(inputs))
+        kwargs.pop("run_id", None)
+        k = kwargs.pop("k", None)
+        runs = [await astart_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
+        out = await asyncio.to_thread(self._select_documents, inputs, k, kwargs)
+        for run, result in zip(runs, out):
+            if isinstance(result, Exception):
+                await run.on_retriever_error(result)
+            else:
+                await run.on_retriever_end(result)
+        return _finish(out, return_exceptions)
 
 
 def chunk_document(document: Document, chunk: SelectedChunk, score_key: str = "relevance_score") -> Document:

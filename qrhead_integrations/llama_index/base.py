@@ -69,7 +69,8 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
     Every scoring option of the engine is a field here (see :class:`~qrhead_integrations.ScoringOptions`).
     """
 
-    top_n: int | None = Field(default=3, ge=1, description="Nodes to return (best first); None = all, re-ordered.")
+    top_n: int | None = Field(default=3, ge=1, strict=True,
+                              description="Nodes to return (best first); None = all, re-ordered.")
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED,
         description="Which metadata the scorer reads with each node's text (like the embedding model: 'embed').")

@@ -19,8 +19,8 @@ from llama_index.core.schema import (
     TextNode,
 )
 
-from .._adapter import copy_metadata
-from ..chunks import Chunk, ChunkSelection, DocumentChunks, SelectedChunk, check_selection_options, select_chunks
+from .._adapter import ChunkCache, copy_metadata, select_many
+from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, select_chunks
 from .base import QRHeadRerank
 
 DocumentLike = BaseNode | str
@@ -78,7 +78,7 @@ class QRHeadChunkRetriever(BaseRetriever):
         self.keep_document_order = keep_document_order
         self.count_tokens = count_tokens
         self.candidate_order = candidate_order
-        self._chunks = DocumentChunks()
+        self._chunks = ChunkCache()
         check_selection_options(top_k, token_budget, candidate_order)  # fail early, as the selection would
 
     @property
@@ -93,13 +93,18 @@ class QRHeadChunkRetriever(BaseRetriever):
         return self._chunks.get(self.text, self.splitter.split_text, source_id=self.document.node_id,
                                 splitter=self.splitter)
 
+    def _selection(self) -> dict[str, Any]:
+        return dict(top_k=self.top_k, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
+                    count_tokens=self.count_tokens, candidate_order=self.candidate_order)
+
     def select(self, query: str) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
-        return select_chunks(
-            self.reranker.scorer, query, self.chunks, top_k=self.top_k, token_budget=self.token_budget,
-            keep_document_order=self.keep_document_order, count_tokens=self.count_tokens,
-            candidate_order=self.candidate_order,
-        )
+        return select_chunks(self.reranker.scorer, query, self.chunks, **self._selection())
+
+    def select_many(self, queries: list[str], *, return_exceptions: bool = False) -> list[ChunkSelection | Exception]:
+        """:meth:`select` for several queries, with the chunks encoded once (equal results)."""
+        return select_many(self.reranker.scorer, queries, self.chunks, return_exceptions=return_exceptions,
+                           **self._selection())
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [chunk_node(self.document, c) for c in self.select(query_bundle.query_str)]
