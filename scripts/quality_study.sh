@@ -8,8 +8,8 @@
 #   bash scripts/quality_study.sh study                # every variant, tables and JSON into docs/results/
 #
 # Sets (see qrhead_integrations/eval/sets.py): detection on SciFact *train* claims and on NQ-open questions
-# 0-95 of a seeded shuffle; evaluation on SciFact *test* (the seeded 60 and a second, disjoint 60),
-# NQ-open multi-document (questions 1000-1079), HotpotQA-100 and SQuAD article chunks. Passages are cut to
+# 0-63 of a seeded shuffle; evaluation on SciFact *test* (the seeded 60 and a second, disjoint 60),
+# NQ-open multi-document (questions 1000-1059), HotpotQA-100 and SQuAD article chunks. Passages are cut to
 # 128 tokens (flagged), as in every earlier result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,9 @@ for step in "${steps[@]}"; do
     run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 128 --orders shuffled
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60
     run qrhead eval collect --model $M --data "$D" --set hotpotqa
-    run qrhead eval collect --model $M --data "$D" --set nq --queries 96 --skip 0 --orders shuffled
-    run qrhead eval collect --model $M --data "$D" --set nq --queries 80 --skip 1000
-    run qrhead eval collect --model $M --data "$D" --set squad --queries 60 --max-passage-tokens 512
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 64 --skip 0 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 60 --skip 1000
+    run qrhead eval collect --model $M --data "$D" --set squad --queries 40 --max-passage-tokens 512
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60 --skip 60
     ;;
   collect-qwen05)

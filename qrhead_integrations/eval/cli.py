@@ -184,9 +184,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 #: The sets of the quality study (scripts/quality_study.sh collects exactly these).
 STUDY_PLAN = {
-    "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 96, 0)},
-    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(80, 1000)], "hotpotqa": [(None, 0)],
-             "squad": {"questions": 60, "chunk_tokens": 256, "max_passage_tokens": 512}},
+    "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 64, 0)},
+    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(60, 1000)], "hotpotqa": [(None, 0)],
+             "squad": {"questions": 40, "chunk_tokens": 256, "max_passage_tokens": 512}},
 }
 STUDY_PLAN_SMALL = {  # Qwen2.5-Coder-0.5B: ~2.5x SmolLM2's CPU time per prompt
     "detect": {"scifact": ("scifact-train", 48, 0), "nq": ("nq", 48, 0)},
