@@ -39,10 +39,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     m.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto (one model over GPUs)")
     m.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
-    m.add_argument("--order", default="reversed", choices=["reversed", "as_given", "both"],
-                   help="candidate order in the prompt")
-    m.add_argument("--max-passage-tokens", type=int, default=None, help="truncate longer documents (flagged)")
-    m.add_argument("--max-context-tokens", type=int, default=None, help="token budget of one prompt")
+    from ..cli import _add_option_args
+
+    _add_option_args(p)  # every scoring option, as for `qrhead rank` (generated from ScoringOptions)
 
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
@@ -59,8 +58,6 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     lim.add_argument("--max-documents", type=int, default=d.max_documents, help="documents per request")
     lim.add_argument("--max-request-tokens", type=int, default=d.max_request_tokens,
                      help="tokens of query + documents per request")
-    lim.add_argument("--max-query-tokens", type=int, default=0,
-                     help="tokens of a query (default: the scorer's max_query_tokens)")
     lim.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="request body size")
     lim.add_argument("--max-queue", type=int, default=d.max_queue,
                      help="requests queued or in progress; more get 503")
@@ -69,11 +66,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ScorerSettings:
-    options: dict[str, Any] = {"candidate_order": args.order}
-    if args.max_passage_tokens is not None:
-        options["max_passage_tokens"] = args.max_passage_tokens
-    if args.max_context_tokens is not None:
-        options["max_context_tokens"] = args.max_context_tokens
+    from ..cli import _options
+
+    options: dict[str, Any] = _options(args)
     if args.device_map is not None:
         options["device_map"] = args.device_map
     return ScorerSettings(model=args.model, heads=args.heads, device=args.device, dtype=args.dtype, options=options)
@@ -82,7 +77,7 @@ def settings_from_args(args: argparse.Namespace) -> ScorerSettings:
 def limits_from_args(args: argparse.Namespace) -> Limits:
     return Limits(
         max_documents=_optional(args.max_documents), max_request_tokens=_optional(args.max_request_tokens),
-        max_query_tokens=_optional(args.max_query_tokens), max_body_bytes=_optional(args.max_body_bytes),
+        max_query_tokens=None, max_body_bytes=_optional(args.max_body_bytes),  # queries: --max-query-tokens
         max_queue=args.max_queue, max_group=args.max_group,
     )
 
