@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import threading
@@ -31,10 +32,11 @@ from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks
 from .engine.heads import HeadSet, parse_head_list
 from .engine.options import OPTION_NAMES, ScoringOptions, option_specs
 from .engine.prompt import check_passages
-from .engine.ranking import RankedPassage, check_first_stage_scores, check_query, check_top_k
+from .engine.ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k
 from .engine.scoring import EncodedPassages, QRHeadScorer
 
 HeadsField = str | list[tuple[int, int]] | None
+logger = logging.getLogger("qrhead_integrations")
 
 #: Model-loading settings (the engine's ``from_pretrained`` keywords) and their descriptions.
 LOADER_FIELDS: dict[str, tuple[Any, Any, str]] = {
@@ -259,19 +261,27 @@ def _copy_value(value: Any) -> Any:
 
 
 def first_stage_scores(scores: Sequence[Any]) -> list[float] | None:
-    """The first-stage scores when every candidate has a finite one, else None (the input order is used)."""
+    """The first-stage scores when every candidate has a finite one, else None: then the input order is the
+    first stage (a documented fallback, logged when only some candidates lack a usable score)."""
     values = []
+    bad = 0
     for s in scores:
-        if s is None or isinstance(s, bool):
-            return None
-        try:
-            f = float(s)
-        except (TypeError, ValueError):
-            return None
-        if not math.isfinite(f):
-            return None
-        values.append(f)
-    return values
+        f = None
+        if s is not None and not isinstance(s, bool):
+            try:
+                f = float(s)
+            except (TypeError, ValueError):
+                f = None
+        if f is None or not math.isfinite(f):
+            bad += 1
+        else:
+            values.append(f)
+    if bad == 0:
+        return values
+    if values:
+        logger.info("%d of %d candidates have no finite first-stage score: the input order stands in for the "
+                    "first stage", bad, bad + len(values))
+    return None
 
 
 # --- several queries at once -------------------------------------------------------------------------
@@ -285,6 +295,7 @@ class RankJob:
     passages: Sequence[Any]
     top_k: int | None = None
     first_stage_scores: Sequence[float] | None = None
+    evidence: int = 0
 
 
 def shared_encoding(scorer: QRHeadScorer, passages: Sequence[Any], queries: Sequence[str]) -> EncodedPassages | None:
@@ -312,6 +323,7 @@ def rank_jobs(scorer: QRHeadScorer, jobs: Sequence[RankJob], *,
             check_top_k(job.top_k)
             items = check_passages(job.passages)
             fs = check_first_stage_scores(job.first_stage_scores, len(items))
+            check_evidence(job.evidence)
         except Exception as exc:
             if not return_exceptions:
                 raise
@@ -320,7 +332,7 @@ def rank_jobs(scorer: QRHeadScorer, jobs: Sequence[RankJob], *,
         if not items:
             out[i] = []
             continue
-        groups.setdefault(tuple(items), []).append((i, query, job.top_k, fs))
+        groups.setdefault(tuple(items), []).append((i, query, job.top_k, fs, job.evidence))
 
     def run(i: int, call: Any) -> None:
         try:
@@ -334,14 +346,14 @@ def rank_jobs(scorer: QRHeadScorer, jobs: Sequence[RankJob], *,
         encoded = None
         if len(members) > 1:
             try:
-                encoded = shared_encoding(scorer, list(items), [q for _, q, _, _ in members])
+                encoded = shared_encoding(scorer, list(items), [m[1] for m in members])
             except Exception:  # e.g. a budget error: the single calls report it, each for its own query
                 encoded = None
-        for i, query, top_k, fs in members:
+        for i, query, top_k, fs, evidence in members:
             if encoded is not None:
-                run(i, lambda: encoded.rank(query, top_k, fs))
+                run(i, lambda: encoded.rank(query, top_k, fs, evidence=evidence))
             else:
-                run(i, lambda: scorer.rank(query, list(items), top_k=top_k, first_stage_scores=fs))
+                run(i, lambda: scorer.rank(query, list(items), top_k=top_k, first_stage_scores=fs, evidence=evidence))
     return out
 
 
@@ -480,3 +492,8 @@ def update_docs(root: str | os.PathLike[str] = ".") -> list[str]:
 
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point
     print("\n".join(update_docs()) or "docs are up to date")
+
+
+def evidence_metadata(r: RankedPassage) -> list[dict[str, Any]]:
+    """A result's evidence sentences as JSON-friendly metadata (character offsets into the passage text)."""
+    return [{"start": e.start, "end": e.end, "share": round(e.share, 4), "text": e.text} for e in r.evidence]

@@ -604,3 +604,19 @@ def test_retrievers_serialise_their_own_settings(store, model_dir):
     assert again.invoke(QUERY) == expected
     clone = pickle.loads(pickle.dumps(chunks))
     assert clone.model_dump() == data and clone.invoke(QUERY) == expected
+
+
+def test_evidence_in_metadata_and_partial_first_stage_scores(model_dir, caplog):
+    import logging
+
+    rr = QRHeadReranker(model=model_dir, heads=HEADS, top_n=None, evidence=2, first_stage_score_key="s",
+                        fusion="linear")
+    docs = [Document(page_content="The tower is tall. It was finished in 1889.", metadata={"s": 1.0}),
+            Document(page_content="Bees dance. They talk.", metadata={"s": float("nan")})]
+    with caplog.at_level(logging.INFO, logger="qrhead_integrations"):
+        out = rr.compress_documents(docs, "When was the tower finished?")
+    assert "input order stands in" in caplog.text
+    for d in out:
+        assert 1 <= len(d.metadata["qrhead_evidence"]) <= 2
+        for ev in d.metadata["qrhead_evidence"]:
+            assert d.page_content[ev["start"]:ev["end"]] == ev["text"]

@@ -492,3 +492,16 @@ def test_chunk_retriever_pickles_and_answers_many_questions(model_dir):
     clone = pickle.loads(pickle.dumps(retriever))
     assert [n.node.node_id for n in clone.retrieve(QUERY)] == [f"long-doc-chunk-{c.index}" for c in single[0]]
     assert [n.score for n in clone.retrieve(QUERY)] == [c.score for c in single[0]]
+
+
+def test_evidence_in_hidden_metadata(model_dir):
+    rr = QRHeadRerank(model=model_dir, heads=HEADS, top_n=2, evidence=1)
+    nodes = [NodeWithScore(node=TextNode(text="The tower is tall. It was finished in 1889.", id_="a"), score=1.0),
+             NodeWithScore(node=TextNode(text="Bees dance. They talk.", id_="b"), score=0.5)]
+    out = rr.postprocess_nodes(nodes, query_str="When was the tower finished?")
+    for n in out:
+        (ev,) = n.node.metadata["qrhead_evidence"]
+        assert n.node.text[ev["start"]:ev["end"]] == ev["text"] and 0 < ev["share"] <= 1
+        assert "qrhead_evidence" in n.node.excluded_llm_metadata_keys
+        assert "qrhead_evidence" not in n.node.get_content(metadata_mode=MetadataMode.LLM)
+    assert "qrhead_evidence" not in nodes[0].node.metadata

@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field
 
-from .._adapter import RankJob, ScorerConfig, copy_metadata, first_stage_scores, rank_jobs
+from .._adapter import RankJob, ScorerConfig, copy_metadata, evidence_metadata, first_stage_scores, rank_jobs
 from ..engine.ranking import RankedPassage
 
 RUN_NAME = "QRHeadReranker"
@@ -51,6 +51,9 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
                     "use the input order only.")
     score_key: str = Field(default="relevance_score", min_length=1,
                            description="Metadata key the ranking score is written to.")
+    evidence: int = Field(default=0, ge=0, strict=True,
+                          description="Put the N sentences of each document that hold most of the heads' "
+                                      "attention into metadata['qrhead_evidence'] (character offsets); 0 = off.")
 
     # --- ranking --------------------------------------------------------------------------------
     def _job(self, query: str, documents: Sequence[Document], top_n: int | None) -> RankJob:
@@ -58,14 +61,15 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
         if self.first_stage_score_key is not None:
             first_stage = first_stage_scores([d.metadata.get(self.first_stage_score_key) for d in documents])
         return RankJob(query, [d.page_content for d in documents], self.top_n if top_n is None else top_n,
-                       first_stage)
+                       first_stage, self.evidence)
 
     def rank(self, query: str, documents: Sequence[Document], top_n: int | None = None) -> list[Document]:
         """Re-rank without callbacks: new documents, best first, at most ``top_n`` (default: the field)."""
         if len(documents) == 0:
             return []
         job = self._job(query, documents, top_n)
-        ranked = self.scorer.rank(job.query, job.passages, top_k=job.top_k, first_stage_scores=job.first_stage_scores)
+        ranked = self.scorer.rank(job.query, job.passages, top_k=job.top_k, first_stage_scores=job.first_stage_scores,
+                                  evidence=job.evidence)
         return [self._result(documents[r.index], r) for r in ranked]
 
     def rank_many(self, queries: Sequence[str], documents: Sequence[Sequence[Document]], top_n: int | None = None,
@@ -101,6 +105,8 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
             metadata["qrhead_score"] = float(r.qrhead_score)
         if r.truncated:
             metadata["qrhead_truncated"] = True
+        if self.evidence:
+            metadata["qrhead_evidence"] = evidence_metadata(r)
         return doc.model_copy(update={"metadata": metadata})
 
     def compress_documents(

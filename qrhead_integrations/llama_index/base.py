@@ -13,7 +13,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from .._adapter import ScorerConfig, copy_metadata, first_stage_scores
+from .._adapter import ScorerConfig, copy_metadata, evidence_metadata, first_stage_scores
 from ..engine.loading import model_display_name
 from ..engine.prompt import Passage
 from ..engine.ranking import RankedPassage
@@ -79,6 +79,11 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
         description="Keep each node's incoming score in its metadata (hidden from LLM and embedding).")
     first_stage_score_key: str = Field(
         default="retrieval_score", min_length=1, description="Metadata key of the kept first-stage score.")
+    evidence: int = Field(
+        default=0, ge=0, strict=True,
+        description="Put the N sentences of each node that hold most of the heads' attention into "
+                    "metadata['qrhead_evidence'] (character offsets into the node text; hidden from LLM and "
+                    "embedding); 0 = off.")
 
     @classmethod
     def class_name(cls) -> str:
@@ -114,7 +119,8 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
                 EventPayload.TOP_K: top_n,
             },
         ) as event:
-            ranked = scorer.rank(query, [p for p, _ in read], top_k=top_n, first_stage_scores=first_stage)
+            ranked = scorer.rank(query, [p for p, _ in read], top_k=top_n, first_stage_scores=first_stage,
+                                 evidence=self.evidence)
             out = [self._result(nodes[r.index], r, read[r.index][1]) for r in ranked]
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out))
@@ -128,6 +134,8 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
             added["qrhead_score"] = float(r.qrhead_score)
         if r.truncated or metadata_cut:
             added["qrhead_truncated"] = True
+        if self.evidence:
+            added["qrhead_evidence"] = evidence_metadata(r)
         return NodeWithScore(node=copy_node(original.node, added, list(added)), score=float(r.score))
 
     async def _apostprocess_nodes(
