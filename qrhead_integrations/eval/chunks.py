@@ -21,7 +21,7 @@ from ..engine.heads import HeadSet, resolve_heads
 from ..engine.scoring import QRHeadScorer
 from .data import LongContextDataset
 from .first_stage import BM25, DenseRetriever
-from .masses import MassCache, Masses
+from .masses import MassCache, all_head_masses
 
 
 def split_document(text: str, tokenizer: Any, chunk_tokens: int, chunk_overlap: int = 0
@@ -118,13 +118,13 @@ def run_chunk_experiment(
                     enc = scorer.encode(chunks, heads=all_heads)
                     windows.append(len(enc.layout.windows))
                 hs = enc.head_masses(q["question"])
-                m = Masses(hs.real * hs.scale[None, :], hs.null * hs.scale[None, :], ids, hs.truncated)
+                m = all_head_masses(all_heads, hs.real * hs.scale[None, :], hs.null * hs.scale[None, :], hs.truncated)
                 if cache:
-                    cache.put(q["id"], m)
+                    cache.put(q["id"], ids, m)
             for name, h in resolved.items():
-                record(name, q["id"], m.scores(h, shape.num_heads), gold)
+                record(name, q["id"], m.scores(h.heads), gold)
             for i, h in enumerate(randoms):
-                record(f"random#{i}", q["id"], m.scores(h, shape.num_heads), gold)
+                record(f"random#{i}", q["id"], m.scores(h.heads), gold)
             hit_scores = dict(bm25.search([q["question"]], len(chunks))[0])
             record("bm25", q["id"], np.array([hit_scores.get(str(i), 0.0) for i in range(len(chunks))]), gold)
             if encoder is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.aggregate import HeadMasses
 from ..engine.detection import config_fingerprint
 from ..engine.heads import HeadSet
 from ..engine.prompt import TEMPLATE_VERSION
@@ -36,21 +37,10 @@ class Candidates:
     first_stage: list[float]
 
 
-@dataclass
-class Masses:
-    """Attention mass of every head (rows: layer-major) on each candidate (first-stage order)."""
-
-    real: np.ndarray  # [layers*heads, k]
-    null: np.ndarray  # [layers*heads, k]
-    doc_ids: list[str]
-    truncated: list[bool]
-
-    def per_head(self, calibrate: bool = True) -> np.ndarray:
-        return self.real - self.null if calibrate else self.real
-
-    def scores(self, head_set: HeadSet, num_heads: int, calibrate: bool = True) -> np.ndarray:
-        rows = [l * num_heads + h for l, h in head_set.heads]
-        return self.per_head(calibrate)[rows].mean(axis=0)
+def all_head_masses(heads: HeadSet, real: np.ndarray, null: np.ndarray, truncated: list[bool]) -> HeadMasses:
+    """Every head's masses of one query (rows: layer-major, the order of ``HeadSet.all_heads``)."""
+    return HeadMasses(heads, np.asarray(real, dtype=np.float64), np.asarray(null, dtype=np.float64),
+                      np.ones(real.shape[1]), list(truncated))
 
 
 def shuffle_permutation(qid: str, n: int, seed: int) -> list[int]:
@@ -76,6 +66,7 @@ class MassCache:
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         safe = scorer.model_name.replace("/", "__")
+        self.heads = HeadSet.all_heads(scorer.shape)
         self.dir = Path(root) / safe / digest
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "setting.json").write_text(json.dumps(key, indent=1, sort_keys=True))
@@ -84,15 +75,15 @@ class MassCache:
         h = hashlib.sha256("\x00".join(doc_ids).encode()).hexdigest()[:12]
         return self.dir / f"{hashlib.sha256(qid.encode()).hexdigest()[:16]}-{h}.npz"
 
-    def get(self, qid: str, doc_ids: list[str]) -> Masses | None:
+    def get(self, qid: str, doc_ids: list[str]) -> HeadMasses | None:
         p = self._path(qid, doc_ids)
         if not p.is_file():
             return None
         with np.load(p) as z:
-            return Masses(z["real"], z["null"], list(doc_ids), [bool(t) for t in z["truncated"]])
+            return all_head_masses(self.heads, z["real"], z["null"], [bool(t) for t in z["truncated"]])
 
-    def put(self, qid: str, m: Masses) -> None:
-        p = self._path(qid, m.doc_ids)
+    def put(self, qid: str, doc_ids: list[str], m: HeadMasses) -> None:
+        p = self._path(qid, doc_ids)
         tmp = p.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, real=m.real.astype(np.float32), null=m.null.astype(np.float32),
                             truncated=np.asarray(m.truncated))
@@ -117,13 +108,13 @@ def collect_masses(
     setting: dict[str, Any] | None = None,
     show_progress: bool = True,
     desc: str = "scoring",
-) -> dict[str, Masses]:
+) -> dict[str, HeadMasses]:
     """All-head masses of every query's candidates, in ``order``; cached under ``cache_root``.
 
     ``order`` is the order of the list handed to the scorer: ``first_stage`` (best first) or
     ``shuffled`` (a seeded permutation per query); ``placement`` is the scorer's candidate order:
     ``reversed`` puts the list's first item next to the query (the reference setup), ``as_given`` puts
-    it first. Masses are returned in first-stage order.
+    it first. HeadMasses are returned in first-stage order.
     """
     from tqdm.auto import tqdm
 
@@ -137,7 +128,7 @@ def collect_masses(
     main = parallel.is_main_process()
     cache = MassCache(Path(cache_root), scorer, {"order": order, "placement": placement, "seed": seed,
                                                  **(setting or {})}) if cache_root and main else None
-    hits: dict[int, Masses] = {}
+    hits: dict[int, HeadMasses] = {}
     if cache:
         for n, item in enumerate(items):
             hit = cache.get(item.qid, item.doc_ids)
@@ -146,7 +137,7 @@ def collect_masses(
     hits = parallel.broadcast(hits)
     todo = [n for n in range(len(items)) if n not in hits]
 
-    def one(_: int, n: int) -> Masses:
+    def one(_: int, n: int) -> HeadMasses:
         item = items[n]
         perm = list(range(len(item.passages)))
         if order == "shuffled":
@@ -154,14 +145,14 @@ def collect_masses(
         hs = placed.head_masses(item.query, [item.passages[i] for i in perm], heads=all_heads)
         inv = np.argsort(perm)
         scale = hs.scale[None, :]  # window factor (1.0 when the candidates fit one prompt)
-        return Masses((hs.real * scale)[:, inv], (hs.null * scale)[:, inv], list(item.doc_ids),
-                      [hs.truncated[j] for j in inv])
+        return all_head_masses(all_heads, (hs.real * scale)[:, inv], (hs.null * scale)[:, inv],
+                               [hs.truncated[j] for j in inv])
 
     written: set[int] = set()
 
-    def put(j: int, m: Masses) -> None:  # rank 0 caches its own results as they arrive
+    def put(j: int, m: HeadMasses) -> None:  # rank 0 caches its own results as they arrive
         if cache:
-            cache.put(items[todo[j]].qid, m)
+            cache.put(items[todo[j]].qid, items[todo[j]].doc_ids, m)
             written.add(j)
 
     label = desc + (f" (rank 0 of {parallel.world_size()})" if parallel.is_distributed() else "")
@@ -171,10 +162,10 @@ def collect_masses(
     if cache:
         for j, m in enumerate(computed):  # the other processes' results
             if j not in written:
-                cache.put(items[todo[j]].qid, m)
+                cache.put(items[todo[j]].qid, items[todo[j]].doc_ids, m)
     by_item = dict(hits)
     by_item.update(zip(todo, computed))
-    out: dict[str, Masses] = {}
+    out: dict[str, HeadMasses] = {}
     for n, item in enumerate(items):
         out[item.qid] = by_item[n]
     return out

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.aggregate import HeadMasses
 from ..engine.detection import config_fingerprint, gold_mass, select_top_heads
 from ..engine.fusion import fuse
 from ..engine.heads import HeadSet, resolve_heads
@@ -30,7 +31,7 @@ from ..engine.prompt import TEMPLATE_VERSION
 from ..engine.scoring import QRHeadScorer
 from .data import BeirDataset
 from .examples import beir_candidates, bm25_rescore
-from .masses import Candidates, Masses, collect_masses, prompt_distance
+from .masses import Candidates, collect_masses, prompt_distance
 from .metrics import paired_bootstrap, per_query, run_from_scores
 
 
@@ -85,7 +86,7 @@ class Detection:
     prior: np.ndarray  # mean calibrated qrhead score of non-gold candidates by distance from the query
 
 
-def detect_from_masses(scorer: QRHeadScorer, data: RerankData, masses: dict[str, Masses], *, order: str,
+def detect_from_masses(scorer: QRHeadScorer, data: RerankData, masses: dict[str, HeadMasses], *, order: str,
                        placement: str, seed: int, top_k: int = 16, name: str = "qrhead",
                        description: str = "") -> Detection:
     """Top heads by mean calibrated mass on gold candidates (the engine's detection objective)."""
@@ -109,13 +110,13 @@ def detect_from_masses(scorer: QRHeadScorer, data: RerankData, masses: dict[str,
 
 
 def position_prior(head_set: HeadSet, items: Sequence[Candidates], qrels: dict[str, dict[str, int]],
-                   masses: dict[str, Masses], num_heads: int, order: str, placement: str, seed: int,
+                   masses: dict[str, HeadMasses], num_heads: int, order: str, placement: str, seed: int,
                    length: int = 64) -> np.ndarray:
     """Mean score of non-relevant candidates at each distance from the query (NaN-free, padded)."""
     sums, counts = np.zeros(length), np.zeros(length)
     for item in items:
         m = masses[item.qid]
-        score = m.scores(head_set, num_heads)
+        score = m.scores(head_set.heads)
         dist = prompt_distance(item.qid, len(item.doc_ids), order, placement, seed)
         rel = qrels.get(item.qid, {})
         for j, d in enumerate(item.doc_ids):
@@ -149,11 +150,11 @@ class RerankResult:
 
 def method_scores(
     data: RerankData,
-    masses: dict[str, Masses],
+    masses: dict[str, HeadMasses],
     num_heads: int,
     head_sets: dict[str, HeadSet],
     random_sets: Sequence[HeadSet] = (),
-    other_placement: dict[str, Masses] | None = None,
+    other_placement: dict[str, HeadMasses] | None = None,
     prior: np.ndarray | None = None,
     distances: dict[str, np.ndarray] | None = None,
     qrhead_key: str = "qrhead",
@@ -161,24 +162,24 @@ def method_scores(
     """Scores of every method, per query (first-stage order of candidates)."""
     out: dict[str, dict[str, list[float]]] = {}
     for name, hs in head_sets.items():
-        out[name] = {it.qid: masses[it.qid].scores(hs, num_heads).tolist() for it in data.items}
+        out[name] = {it.qid: masses[it.qid].scores(hs.heads).tolist() for it in data.items}
     qr = head_sets.get(qrhead_key)
     if qr is not None:
-        out["qrhead-uncalibrated"] = {it.qid: masses[it.qid].scores(qr, num_heads, calibrate=False).tolist()
+        out["qrhead-uncalibrated"] = {it.qid: masses[it.qid].scores(qr.heads, calibrate=False).tolist()
                                       for it in data.items}
         out["qrhead+rrf"] = {it.qid: fuse(out[qrhead_key][it.qid], it.first_stage, "rrf") for it in data.items}
         out["qrhead+linear"] = {it.qid: fuse(out[qrhead_key][it.qid], it.first_stage, "linear")
                                 for it in data.items}
         if other_placement is not None:
             out["qrhead-both"] = {
-                it.qid: ((masses[it.qid].scores(qr, num_heads) + other_placement[it.qid].scores(qr, num_heads)) / 2
+                it.qid: ((masses[it.qid].scores(qr.heads) + other_placement[it.qid].scores(qr.heads)) / 2
                          ).tolist() for it in data.items}
         if prior is not None and distances is not None:
             out["qrhead-poscorr"] = {
                 it.qid: (np.asarray(out[qrhead_key][it.qid]) - prior[np.minimum(distances[it.qid], len(prior) - 1)]
                          ).tolist() for it in data.items}
     for i, hs in enumerate(random_sets):
-        out[f"random#{i}"] = {it.qid: masses[it.qid].scores(hs, num_heads).tolist() for it in data.items}
+        out[f"random#{i}"] = {it.qid: masses[it.qid].scores(hs.heads).tolist() for it in data.items}
     return out
 
 
