@@ -30,7 +30,7 @@ from ..engine.fusion import fuse
 from ..engine.heads import HeadSet, ModelShape, resolve_heads
 from ..engine.scoring import QRHeadScorer
 from .collect import GROUPS, MassStore, StoredMasses
-from .masses import Candidates
+from .masses import Candidates, shuffle_permutation
 from .metrics import paired_bootstrap, per_query, run_from_scores
 from .rerank import RerankData
 
@@ -174,7 +174,7 @@ def fit_fusion_weight(sets: Sequence[DetectSet], score: Callable[[StoredMasses],
     return best_w
 
 
-Method = Callable[[Candidates, StoredMasses], np.ndarray]
+Method = Callable[[Candidates, StoredMasses, str], np.ndarray]  # (item, masses, candidate order) -> scores
 
 
 def evaluate(es: EvalSet, methods: dict[str, Method]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
@@ -184,7 +184,7 @@ def evaluate(es: EvalSet, methods: dict[str, Method]) -> dict[str, dict[str, dic
     for order, masses in es.masses.items():
         out[order] = {}
         for name, fn in methods.items():
-            scores = {it.qid: fn(it, masses[it.qid]) for it in es.data.items if it.qid in masses}
+            scores = {it.qid: fn(it, masses[it.qid], order) for it in es.data.items if it.qid in masses}
             ids = {q: doc_ids[q] for q in scores}
             out[order][name] = per_query(es.data.qrels, run_from_scores(ids, scores), es.measures)
     return out
@@ -345,6 +345,18 @@ def dense_scores(es: EvalSet, cache: Path) -> dict[str, list[float]]:
     return out
 
 
+def _input_order(it: Candidates, order: str, seed: int = 0) -> np.ndarray:
+    """First-stage indices in the order the candidates were handed to the scorer."""
+    n = len(it.doc_ids)
+    if order == "shuffled":
+        return np.asarray(shuffle_permutation(it.qid, n, seed))
+    return np.arange(n)
+
+
+def _inverse(it: Candidates, order: str) -> np.ndarray:
+    return np.argsort(_input_order(it, order))
+
+
 def _scorer_fn(rows: np.ndarray, variant: Variant, weights: np.ndarray | None = None) -> Callable[[StoredMasses], np.ndarray]:
     return lambda m: passage_scores(m, variant, rows, weights)
 
@@ -415,6 +427,8 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     add("fusion", f"QRHead 16 + BM25, linear (w={w_lin:g}, fitted)", base_fn, f"linear:{w_lin}")
     add("fusion", "QRHead 16 + BM25, linear (w=0.5)", base_fn, "linear:0.5")
     add("fusion", "QRHead 16 + BM25, reciprocal rank", base_fn, "rrf:0.5")
+    add("fusion", "QRHead 16 + input order, reciprocal rank (no scores)", base_fn, "order-rrf:0.5")
+    add("fusion", "QRHead 16 + input order, linear on 1/rank (no scores)", base_fn, "order-linear:0.5")
     allw = fit_fusion_weight(fusion_sets, methods["all heads (ICR)"][0], "linear")
     add("fusion", f"all heads + BM25, linear (w={allw:g}, fitted)", methods["all heads (ICR)"][0], f"linear:{allw}")
     d32 = heads_for(k=32, fit=True)
@@ -425,15 +439,19 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     results: dict[str, Any] = {}
     for key, es in eval_sets.items():
         dense = dense_scores(es, cache) if key != "squad" else None
-        fns: dict[str, Method] = {"BM25": lambda it, m: np.asarray(it.first_stage)}
+        fns: dict[str, Method] = {"BM25": lambda it, m, o: np.asarray(it.first_stage)}
         if dense is not None:
-            fns["dense (MiniLM)"] = lambda it, m, _d=dense: np.asarray(_d[it.qid])
+            fns["dense (MiniLM)"] = lambda it, m, o, _d=dense: np.asarray(_d[it.qid])
         for name, (fn, fusion) in methods.items():
             if fusion is None:
-                fns[name] = lambda it, m, _f=fn: _f(m)
+                fns[name] = lambda it, m, o, _f=fn: _f(m)
+            elif fusion.startswith("order-"):  # fused with the input order only (no first-stage scores)
+                how, w = fusion.removeprefix("order-").split(":")
+                fns[name] = lambda it, m, o, _f=fn, _h=how, _w=float(w): np.asarray(
+                    fuse(_f(m)[_input_order(it, o)], None, _h, _w))[_inverse(it, o)]
             else:
                 how, w = fusion.split(":")
-                fns[name] = lambda it, m, _f=fn, _h=how, _w=float(w): np.asarray(fuse(_f(m), it.first_stage, _h, _w))
+                fns[name] = lambda it, m, o, _f=fn, _h=how, _w=float(w): np.asarray(fuse(_f(m), it.first_stage, _h, _w))
         res = evaluate(es, fns)
         for order in res:
             average_random(res[order])
