@@ -9,6 +9,7 @@ with the workers' thread count: then every score is bit-identical.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,6 +54,11 @@ def settings(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    # A busy CI machine (2 cores) can take longer than Ray Serve's 5 s to start its HTTP proxy; give the
+    # proxy's readiness and health checks time (read by the Serve controller from the environment).
+    for name, value in (("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120"),
+                        ("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "120")):
+        os.environ.setdefault(name, value)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024 * 1024,
              logging_level="warning", log_to_driver=False)
     try:
