@@ -389,7 +389,7 @@ def selection_scorer(scorer: QRHeadScorer, candidate_order: str | None) -> QRHea
     changes: dict[str, Any] = {}
     if candidate_order is not None and candidate_order != scorer.options.candidate_order:
         changes["candidate_order"] = candidate_order
-    if scorer.options.fusion is not None:
+    if scorer.effective_options.fusion is not None:
         changes["fusion"] = None
     return scorer.with_options(**changes) if changes else scorer
 

@@ -130,7 +130,7 @@ class FixedScorer:
         self.scores = scores
         self.calls = 0
 
-    options = ScoringOptions(candidate_order="as_given")
+    options = effective_options = ScoringOptions(candidate_order="as_given", fusion=None)
 
     def count_tokens(self, text):
         return len(text.split())

@@ -23,7 +23,7 @@ CandidateOrder = Literal["reversed", "as_given", "both"]
 QueryRows = Literal["query", "suffix"]
 TokenFilter = Literal["2sigma"]
 HeadReduction = Literal["mean", "sum"]
-Fusion = Literal["rrf", "linear"]
+Fusion = Literal["auto", "rrf", "linear"]
 TemplateName = Literal["qrhead", "reference"]
 
 
@@ -70,10 +70,12 @@ class ScoringOptions:
     max_query_tokens: int = _option(
         256, "Longest query (tokens) that encode() reserves room for when it plans windows.", minimum=1)
     fusion: Fusion | None = _option(
-        None, "Fuse the QRHead score with the first stage: None, 'rrf' (reciprocal rank) or 'linear' "
-              "(min-max normalised scores). Without first-stage scores the input order is the first stage.")
-    fusion_weight: float = _option(
-        0.5, "QRHead share of the fused score (the first stage gets 1 - fusion_weight).", minimum=0.0, maximum=1.0)
+        "auto", "Fuse the QRHead score with the first stage: 'auto' (what the head set recommends, measured for "
+                "its model; none recommended = no fusion), None, 'rrf' (reciprocal rank) or 'linear' (min-max "
+                "normalised scores). Without first-stage scores the input order is the first stage.")
+    fusion_weight: float | None = _option(
+        None, "QRHead share of the fused score (the first stage gets 1 - fusion_weight). None = the head set's "
+              "recommendation, else 0.5.", minimum=0.0, maximum=1.0)
     rrf_k: int = _option(60, "The k of reciprocal-rank fusion.", minimum=1)
     score_threshold: float | None = _option(
         None, "Drop results whose final score is below this value. None = keep all.")
@@ -106,6 +108,14 @@ class ScoringOptions:
         """The options that change what a head's mass means (recorded in head sets made with them)."""
         return {"query_rows": self.query_rows, "token_filter": self.token_filter,
                 "calibrate": self.calibrate, "template": self.to_dict()["template"]}
+
+    def resolved(self, recommended: Mapping[str, Any] | None = None) -> ScoringOptions:
+        """These options with ``fusion="auto"`` and ``fusion_weight=None`` replaced by a head set's
+        recommendation (``HeadSet.info["recommended_options"]``), else by no fusion and 0.5."""
+        rec = dict(recommended or {})
+        fusion = rec.get("fusion") if self.fusion == "auto" else self.fusion
+        weight = self.fusion_weight if self.fusion_weight is not None else rec.get("fusion_weight", 0.5)
+        return dataclasses.replace(self, fusion=fusion, fusion_weight=float(weight))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None, **more: Any) -> ScoringOptions:

@@ -35,6 +35,7 @@ class RankedPassage:
     qrhead_score: float | None = None
     first_stage_score: float | None = None
     evidence: tuple[Evidence, ...] = ()
+    fused: bool = False  # score is the fusion of qrhead_score with the first stage
 
 
 def check_evidence(evidence: Any) -> int:
@@ -104,6 +105,7 @@ def rank_passages(passages: Sequence[Passage], scores: Sequence[float], options:
     return [
         RankedPassage(index=i, score=float(final[i]), rank=r, text=passages[i].text, title=passages[i].title,
                       truncated=bool(truncated[i]), window=int(window_of[i]), qrhead_score=float(scores[i]),
-                      first_stage_score=None if first_stage_scores is None else float(first_stage_scores[i]))
+                      first_stage_score=None if first_stage_scores is None else float(first_stage_scores[i]),
+                      fused=options.fusion is not None)
         for r, i in enumerate(order, start=1)
     ]

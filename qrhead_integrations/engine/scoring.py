@@ -229,7 +229,7 @@ class EncodedPassages:
 
     def _rank(self, query: str, top_k: int | None, fs: list[float] | None, evidence: int) -> list[RankedPassage]:
         scores, combined = self._score(query)
-        ranked = rank_passages(self.layout.passages, scores, self.scorer.options, top_k=top_k,
+        ranked = rank_passages(self.layout.passages, scores, self.scorer.effective_options, top_k=top_k,
                                truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs)
         if evidence:
             found = self._evidence(combined, [r.index for r in ranked], evidence)
@@ -273,6 +273,8 @@ class QRHeadScorer:
         ) or type(model).__name__
         self.heads = resolve_heads(heads, self.shape, self.model_name)
         self.prompt_template: PromptTemplate = resolve_template(opts.template, tokenizer)
+        #: The options as applied: ``fusion="auto"`` / ``fusion_weight=None`` resolved from the head set.
+        self.effective_options = opts.resolved(self.heads.info.get("recommended_options"))
         self.device = input_device(model)  # where input ids go (the embedding's device under a device map)
         self._plans: dict[tuple, CapturePlan] = {}
         self._plan = self._plan_for(self.heads)

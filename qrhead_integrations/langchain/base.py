@@ -101,7 +101,7 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
     def _result(self, doc: Document, r: RankedPassage) -> Document:
         metadata = copy_metadata(doc.metadata)
         metadata[self.score_key] = float(r.score)
-        if self.fusion is not None:
+        if r.fused:
             metadata["qrhead_score"] = float(r.qrhead_score)
         if r.truncated:
             metadata["qrhead_truncated"] = True

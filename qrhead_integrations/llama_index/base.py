@@ -130,7 +130,7 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
         added: dict[str, Any] = {}
         if self.keep_first_stage_score and original.score is not None:
             added[self.first_stage_score_key] = float(original.score)
-        if self.fusion is not None:
+        if r.fused:
             added["qrhead_score"] = float(r.qrhead_score)
         if r.truncated or metadata_cut:
             added["qrhead_truncated"] = True
