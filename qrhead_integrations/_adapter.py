@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator
 from typing_extensions import Self
 
-from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks
+from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks, selection_scorer
 from .engine.heads import HeadSet, parse_head_list
 from .engine.options import OPTION_NAMES, ScoringOptions, option_specs
 from .engine.prompt import check_passages
@@ -126,10 +126,14 @@ class ScorerSlot:
     def key_of(settings: dict[str, Any]) -> str:
         return json.dumps(settings, sort_keys=True, default=str)
 
-    def pin(self, scorer: QRHeadScorer, settings: dict[str, Any]) -> None:
-        """Use ``scorer`` as is while the settings stay ``settings``; its model is reused when they change."""
+    def pin(self, scorer: QRHeadScorer, settings: dict[str, Any], *, as_is: bool = True) -> None:
+        """Reuse ``scorer``'s model for every later scorer; with ``as_is``, use ``scorer`` itself while the
+        settings stay ``settings`` (else the first use builds one with the settings, on the same model)."""
         self.pinned = _Pinned(scorer.model, scorer.tokenizer, scorer.model_name)
-        self.scorer, self.key = scorer, self.key_of(settings)
+        if as_is:
+            self.scorer, self.key = scorer, self.key_of(settings)
+        else:
+            self.scorer, self.key = None, None
 
     def get(self, settings: dict[str, Any]) -> QRHeadScorer:
         key = self.key_of(settings)
@@ -211,11 +215,19 @@ class _ScorerConfigBase(BaseModel):
     def from_scorer(cls, scorer: QRHeadScorer, **kwargs: Any) -> Self:
         """Wrap an existing scorer (e.g. one built with ``QRHeadScorer.from_model`` on the generator's
         weights). Its settings become this object's fields; its model is reused, never reloaded."""
-        fields = settings_of_scorer(scorer)
-        fields.update(kwargs)
+        own = settings_of_scorer(scorer)
+        fields = {**own, **kwargs}
         self = cls(**fields)
-        self._slot.pin(scorer, self.scorer_settings())
+        # settings given here that differ from the scorer's (e.g. fusion=None) give a new scorer on its model
+        same = all(fields[name] == own[name] for name in kwargs if name in own)
+        self._slot.pin(scorer, self.scorer_settings(), as_is=same)
         return self
+
+    @classmethod
+    def _from_llm_parts(cls, scorer_from_llm: Any, llm: Any, heads: Any, model_name: str | None,
+                        kwargs: dict[str, Any]) -> Self:
+        scorer = scorer_from_llm(llm, heads, model_name=model_name)
+        return cls.from_scorer(scorer, **kwargs)
 
 
 ScorerConfig: type[_ScorerConfigBase] = create_model(  # type: ignore[call-overload]
@@ -381,17 +393,6 @@ class _SharedScorer:
         if self.encoded is not None and first_stage_scores is None and list(passages) == self.texts:
             return self.encoded.rank(query, top_k, **extra)
         return self.scorer.rank(query, passages, top_k=top_k, first_stage_scores=first_stage_scores, **extra)
-
-
-def selection_scorer(scorer: QRHeadScorer, candidate_order: str | None) -> QRHeadScorer:
-    """The scorer :func:`~qrhead_integrations.chunks.select_chunks` scores with (chunks in reading order
-    unless told otherwise; no fusion without first-stage scores)."""
-    changes: dict[str, Any] = {}
-    if candidate_order is not None and candidate_order != scorer.options.candidate_order:
-        changes["candidate_order"] = candidate_order
-    if scorer.effective_options.fusion is not None:
-        changes["fusion"] = None
-    return scorer.with_options(**changes) if changes else scorer
 
 
 def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[Chunk], *,

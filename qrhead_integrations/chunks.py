@@ -17,6 +17,11 @@ Framework-free core of the chunk selectors in :mod:`qrhead_integrations.llama_in
 Every chunk is scored in one :meth:`QRHeadScorer.rank` call: all chunks share the prompt (split into
 windows with comparable scores when the document exceeds the scorer's context). Offsets are character
 offsets into the source document and always satisfy ``document[start:end] == chunk.text``.
+
+``trim_to_evidence=N`` keeps only the N sentences of each selected chunk that hold the most of the heads'
+mass (plus ``evidence_context`` neighbouring sentences on each side): fewer generator tokens for the same
+evidence, and room in the budget for more chunks. Each kept run of sentences is one
+:class:`SelectedChunk` with its own exact offsets.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .engine.evidence import sentence_spans
 from .engine.ranking import check_query
 
 logger = logging.getLogger("qrhead_integrations")
@@ -53,7 +59,13 @@ class SelectedChunk:
     ``score`` is the ranking score (the calibrated QRHead score, or the fused score when the scorer
     fuses with a first stage), ``rank`` its 1-based rank among all chunks, ``tokens`` its length as
     counted for the token budget. ``truncated`` is True when the scorer saw only the start of the chunk
-    (``max_passage_tokens``); the text here is always the whole chunk.
+    (``max_passage_tokens``); the text here is always the whole chunk (or, trimmed, the kept sentences).
+
+    With ``trim_to_evidence``, ``trimmed`` is True when only part of the chunk was kept: ``start``/``end``
+    and ``text`` are then those of the kept sentences (``document[start:end] == text`` still holds) and
+    ``chunk_start``/``chunk_end`` are the whole chunk's offsets. A chunk whose kept sentences are not
+    contiguous gives several pieces, each a ``SelectedChunk`` with the chunk's ``index``, ``rank`` and
+    ``score``. Untrimmed, ``chunk_start == start`` and ``chunk_end == end``.
     """
 
     text: str
@@ -67,6 +79,9 @@ class SelectedChunk:
     qrhead_score: float | None = None
     truncated: bool = False
     window: int = 0
+    trimmed: bool = False
+    chunk_start: int | None = None
+    chunk_end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class ChunkSelection:
     token_budget: int | None = None
     top_k: int | None = None
     keep_document_order: bool = False
+    trim_to_evidence: int | None = None
 
     def __iter__(self) -> Iterator[SelectedChunk]:
         return iter(self.chunks)
@@ -240,7 +256,8 @@ def token_counter(counter: Any) -> TokenCounter:
     raise TypeError("count_tokens must be a callable str -> int or a tokenizer with .encode")
 
 
-def check_selection_options(top_k: Any, token_budget: Any, candidate_order: Any) -> None:
+def check_selection_options(top_k: Any, token_budget: Any, candidate_order: Any, trim_to_evidence: Any = None,
+                            evidence_context: Any = 1) -> None:
     """The checks :func:`select_chunks` applies to its limits; adapters call it to fail at construction."""
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
@@ -251,6 +268,12 @@ def check_selection_options(top_k: Any, token_budget: Any, candidate_order: Any)
     if candidate_order not in (None, "reversed", "as_given", "both"):
         raise ValueError("candidate_order must be 'reversed', 'as_given', 'both' or None, "
                          f"not {candidate_order!r}")
+    if trim_to_evidence is not None and (
+        isinstance(trim_to_evidence, bool) or not isinstance(trim_to_evidence, int) or trim_to_evidence < 1
+    ):
+        raise ValueError(f"trim_to_evidence must be a positive number of sentences or None, not {trim_to_evidence!r}")
+    if isinstance(evidence_context, bool) or not isinstance(evidence_context, int) or evidence_context < 0:
+        raise ValueError(f"evidence_context must be a number of sentences >= 0, not {evidence_context!r}")
 
 
 class DocumentChunks:
@@ -272,6 +295,20 @@ class DocumentChunks:
             return self._chunks
 
 
+def selection_scorer(scorer: Any, candidate_order: str | None, *, fuse: bool = False) -> Any:
+    """The scorer a chunk selection scores with: chunks laid out in ``candidate_order`` (``None``: the
+    scorer's own), and no fusion unless there are first-stage scores (``fuse``): without them the only
+    "first stage" would be the document position. A new scorer on the same weights when anything
+    changes; the caller's is never changed."""
+    overrides: dict[str, Any] = {}
+    if candidate_order is not None and candidate_order != scorer.options.candidate_order:
+        overrides["candidate_order"] = candidate_order
+    effective = getattr(scorer, "effective_options", scorer.options)  # fusion="auto" resolved for its head set
+    if not fuse and effective.fusion is not None:
+        overrides["fusion"] = None
+    return scorer.with_options(**overrides) if overrides else scorer
+
+
 def select_chunks(
     scorer: Any,
     query: str,
@@ -283,6 +320,8 @@ def select_chunks(
     count_tokens: Any = None,
     first_stage_scores: Sequence[float] | None = None,
     candidate_order: str | None = "as_given",
+    trim_to_evidence: int | None = None,
+    evidence_context: int = 1,
 ) -> ChunkSelection:
     """Score every chunk in one pass and pick the best.
 
@@ -298,50 +337,108 @@ def select_chunks(
     - ``candidate_order``: how the chunks are laid out in the scorer's prompt. ``"as_given"`` (default)
       keeps the document's reading order; ``"reversed"`` / ``"both"`` as for re-ranking; ``None`` uses
       the scorer's own setting. The caller's scorer is not changed.
+    - ``trim_to_evidence``: keep only this many sentences of each chosen chunk, those with the most of
+      the heads' mass (``rank(..., evidence=N)``), each widened by ``evidence_context`` neighbouring
+      sentences on both sides (default 1; 0 = the evidence sentences alone). The budget counts the
+      kept text, so more chunks fit. See :class:`SelectedChunk` for the offsets of trimmed pieces.
     """
-    check_selection_options(top_k, token_budget, candidate_order)
-    if top_k is None and token_budget is None:
-        top_k = 5
-    overrides: dict[str, Any] = {}
-    if candidate_order is not None and candidate_order != scorer.options.candidate_order:
-        overrides["candidate_order"] = candidate_order
-    if first_stage_scores is None and scorer.options.fusion is not None:
-        overrides["fusion"] = None  # without a first stage, fusion would mix in the document position
-    if overrides:
-        scorer = scorer.with_options(**overrides)  # a new scorer on the same weights; the caller's is unchanged
+    check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
+    scorer = selection_scorer(scorer, candidate_order, fuse=first_stage_scores is not None)
+    chunks = _check_chunks(chunks)
+    if not chunks:
+        check_query(query)
+        return ChunkSelection(query, (), 0, 0, token_budget, top_k if top_k or token_budget else 5,
+                              keep_document_order, trim_to_evidence)
+    extra = {"evidence": trim_to_evidence} if trim_to_evidence else {}
+    ranked = scorer.rank(query, [c.text for c in chunks],
+                         top_k=None if token_budget is not None else top_k or 5,
+                         first_stage_scores=first_stage_scores, **extra)
+    return select_from_ranking(
+        query, chunks, ranked, top_k=top_k, token_budget=token_budget, keep_document_order=keep_document_order,
+        count_tokens=count_tokens if count_tokens is not None else scorer.count_tokens,
+        trim_to_evidence=trim_to_evidence, evidence_context=evidence_context)
+
+
+def _check_chunks(chunks: Sequence[Chunk]) -> list[Chunk]:
     chunks = list(chunks)
     for i, c in enumerate(chunks):
         if not isinstance(c, Chunk):
             raise TypeError(f"chunk {i} is a {type(c).__name__}; build chunks with locate_chunks or "
                             "split_by_tokens")
-    if not chunks:
-        check_query(query)
-        return ChunkSelection(query, (), 0, 0, token_budget, top_k, keep_document_order)
-    count = token_counter(count_tokens) if count_tokens is not None else scorer.count_tokens
-    ranked = scorer.rank(query, [c.text for c in chunks],
-                         top_k=None if token_budget is not None else top_k,
-                         first_stage_scores=first_stage_scores)
-    picked = []
+    return chunks
+
+
+def evidence_pieces(chunk: Chunk, evidence: Sequence[Any], context: int = 1) -> list[tuple[int, int]]:
+    """Document offsets of the runs of sentences of ``chunk`` to keep: its ``evidence`` sentences (engine
+    :class:`~qrhead_integrations.engine.evidence.Evidence`, offsets into the chunk text), each widened by
+    ``context`` sentences on both sides, adjacent ones merged. ``[]`` when there is no evidence."""
+    spans = sentence_spans(chunk.text)
+    keep: set[int] = set()
+    for ev in evidence:
+        hits = [i for i, (a, b) in enumerate(spans) if a < ev.end and ev.start < b]
+        for i in hits:
+            keep.update(range(max(0, i - context), min(len(spans), i + context + 1)))
+    runs: list[tuple[int, int]] = []
+    for i in sorted(keep):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return [(chunk.start + spans[i][0], chunk.start + spans[j][1]) for i, j in runs]
+
+
+def select_from_ranking(
+    query: str,
+    chunks: Sequence[Chunk],
+    ranked: Sequence[Any],
+    *,
+    top_k: int | None = None,
+    token_budget: int | None = None,
+    keep_document_order: bool = False,
+    count_tokens: Any = None,
+    trim_to_evidence: int | None = None,
+    evidence_context: int = 1,
+) -> ChunkSelection:
+    """:func:`select_chunks` on a ranking already computed (``ranked``: the scorer's
+    :class:`~qrhead_integrations.RankedPassage` results over ``[c.text for c in chunks]``, best first, with
+    ``evidence`` when ``trim_to_evidence`` is set), e.g. from ``scorer.encode(chunk_texts).rank(query,
+    evidence=N)`` when many questions share one document (the document is read once). ``count_tokens``
+    defaults to counting whitespace-separated words (pass a tokenizer or a callable)."""
+    check_selection_options(top_k, token_budget, None, trim_to_evidence, evidence_context)
+    if top_k is None and token_budget is None:
+        top_k = 5
+    chunks = _check_chunks(chunks)
+    count = token_counter(count_tokens) if count_tokens is not None else (lambda t: len(t.split()))
+    picked: list[SelectedChunk] = []
     used = 0
+    taken = 0
     for r in ranked:
-        if top_k is not None and len(picked) >= top_k:
+        if top_k is not None and taken >= top_k:
             break
         c = chunks[r.index]
-        n = int(count(c.text))
+        pieces = [(c.start, c.end)]
+        if trim_to_evidence:
+            pieces = evidence_pieces(c, getattr(r, "evidence", ()) or (), evidence_context) or pieces
+        texts = [c.text[a - c.start:b - c.start] for a, b in pieces]
+        sizes = [int(count(t)) for t in texts]
+        n = sum(sizes)
         if token_budget is not None and used + n > token_budget:
             if used >= token_budget:
                 break
             continue
         used += n
-        picked.append(SelectedChunk(
-            text=c.text, start=c.start, end=c.end, index=c.index, score=float(r.score), rank=r.rank,
-            tokens=n, source_id=c.source_id, qrhead_score=r.qrhead_score, truncated=r.truncated,
-            window=r.window,
-        ))
-    if token_budget is not None and not picked:
+        taken += 1
+        trimmed = pieces != [(c.start, c.end)]
+        for (a, b), text, size in zip(pieces, texts, sizes):
+            picked.append(SelectedChunk(
+                text=text, start=a, end=b, index=c.index, score=float(r.score), rank=r.rank,
+                tokens=size, source_id=c.source_id, qrhead_score=r.qrhead_score, truncated=r.truncated,
+                window=r.window, trimmed=trimmed, chunk_start=c.start, chunk_end=c.end,
+            ))
+    if token_budget is not None and not picked and chunks:
         logger.warning("no chunk fits the token budget of %d tokens (shortest chunk: %d tokens)",
                        token_budget, min(int(count(c.text)) for c in chunks))
     if keep_document_order:
         picked.sort(key=lambda c: (c.start, c.end))
     return ChunkSelection(query.strip(), tuple(picked), len(chunks), used, token_budget, top_k,
-                          keep_document_order)
+                          keep_document_order, trim_to_evidence)

@@ -55,6 +55,17 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
                           description="Put the N sentences of each document that hold most of the heads' "
                                       "attention into metadata['qrhead_evidence'] (character offsets); 0 = off.")
 
+    @classmethod
+    def from_llm(cls, llm: Any, heads: Any = None, *, model_name: str | None = None,
+                 **kwargs: Any) -> QRHeadReranker:
+        """Score with the generator's own loaded weights: ``llm`` is LangChain's ``HuggingFacePipeline``,
+        a ``ChatHuggingFace`` around one, or a transformers pipeline. No copy, no reload; the LLM generates
+        as before. ``heads`` default to the set registered for the model; ``kwargs`` are this class's
+        fields (``top_n``, scoring options...)."""
+        from .llm import scorer_from_llm
+
+        return cls._from_llm_parts(scorer_from_llm, llm, heads, model_name, kwargs)
+
     # --- ranking --------------------------------------------------------------------------------
     def _job(self, query: str, documents: Sequence[Document], top_n: int | None) -> RankJob:
         first_stage = None

@@ -66,6 +66,11 @@ class QRHeadChunkRetriever(BaseRetriever):
     keep_document_order: bool = False
     count_tokens: Any | None = Field(default=None, exclude=True)
     candidate_order: Literal["reversed", "as_given", "both"] | None = "as_given"
+    trim_to_evidence: int | None = Field(
+        default=None, ge=1, strict=True,
+        description="Keep only this many evidence sentences of each chosen chunk (plus evidence_context "
+                    "neighbours each side); the token budget counts the kept text.")
+    evidence_context: int = Field(default=1, ge=0, strict=True)
 
     _chunks: ChunkCache = PrivateAttr(default_factory=ChunkCache)
 
@@ -87,9 +92,21 @@ class QRHeadChunkRetriever(BaseRetriever):
 
     def _selection(self, k: int | None) -> dict[str, Any]:
         top = self.k if k is None else _positive("k", k)
-        check_selection_options(top, self.token_budget, self.candidate_order)
+        check_selection_options(top, self.token_budget, self.candidate_order, self.trim_to_evidence,
+                                self.evidence_context)
         return dict(top_k=top, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
-                    count_tokens=self.count_tokens, candidate_order=self.candidate_order)
+                    count_tokens=self.count_tokens, candidate_order=self.candidate_order,
+                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context)
+
+    @classmethod
+    def from_llm(cls, llm: Any, document: Document | str, *, heads: Any = None, model_name: str | None = None,
+                 reranker_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> QRHeadChunkRetriever:
+        """A chunk retriever that scores with ``llm``'s own loaded weights (``HuggingFacePipeline`` or
+        ``ChatHuggingFace``): no second model in memory. ``reranker_kwargs`` go to
+        :meth:`QRHeadReranker.from_llm` (scoring options), the rest to this class (``k``, ``token_budget``...)."""
+        reranker = QRHeadReranker.from_llm(llm, heads=heads, model_name=model_name,
+                                           **{"top_n": None, **(reranker_kwargs or {})})
+        return cls(document=document, reranker=reranker, **kwargs)
 
     def select(self, query: str, k: int | None = None) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
@@ -167,10 +184,13 @@ def chunk_document(document: Document, chunk: SelectedChunk, score_key: str = "r
     metadata[score_key] = float(chunk.score)
     if chunk.truncated:
         metadata["qrhead_truncated"] = True
+    if chunk.trimmed:  # only the evidence sentences of the chunk: several pieces may share its index
+        metadata.update(qrhead_trimmed=True, chunk_start=chunk.chunk_start, chunk_end=chunk.chunk_end)
+    piece = f"-{chunk.start}" if chunk.trimmed else ""
     return Document(
         page_content=chunk.text,
         metadata=metadata,
-        id=f"{document.id}-chunk-{chunk.index}" if document.id else None,
+        id=f"{document.id}-chunk-{chunk.index}{piece}" if document.id else None,
     )
 
 
@@ -185,11 +205,14 @@ def select_document_chunks(
     keep_document_order: bool = False,
     count_tokens: Any = None,
     candidate_order: str | None = "as_given",
+    trim_to_evidence: int | None = None,
+    evidence_context: int = 1,
 ) -> list[Document]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
     kwargs: dict[str, Any] = {"document": document, "k": top_k, "token_budget": token_budget,
-                                  "keep_document_order": keep_document_order, "count_tokens": count_tokens,
-                                  "candidate_order": candidate_order}
+                              "keep_document_order": keep_document_order, "count_tokens": count_tokens,
+                              "candidate_order": candidate_order, "trim_to_evidence": trim_to_evidence,
+                              "evidence_context": evidence_context}
     if reranker is not None:
         kwargs["reranker"] = reranker
     if text_splitter is not None:

@@ -89,6 +89,16 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
     def class_name(cls) -> str:
         return "QRHeadRerank"
 
+    @classmethod
+    def from_llm(cls, llm: Any, heads: Any = None, *, model_name: str | None = None, **kwargs: Any) -> QRHeadRerank:
+        """Score with the generator's own loaded weights: ``llm`` is LlamaIndex's ``HuggingFaceLLM`` (or any
+        object holding a transformers model and tokenizer). No copy, no reload; the LLM generates as before.
+        ``heads`` default to the set registered for the model; ``kwargs`` are this class's fields
+        (``top_n``, scoring options...)."""
+        from .llm import scorer_from_llm
+
+        return cls._from_llm_parts(scorer_from_llm, llm, heads, model_name, kwargs)
+
     def _postprocess_nodes(
         self,
         nodes: list[NodeWithScore],

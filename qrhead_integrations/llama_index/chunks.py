@@ -59,6 +59,8 @@ class QRHeadChunkRetriever(BaseRetriever):
         keep_document_order: bool = False,
         count_tokens: Any = None,
         candidate_order: str | None = "as_given",
+        trim_to_evidence: int | None = None,
+        evidence_context: int = 1,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -78,8 +80,20 @@ class QRHeadChunkRetriever(BaseRetriever):
         self.keep_document_order = keep_document_order
         self.count_tokens = count_tokens
         self.candidate_order = candidate_order
+        self.trim_to_evidence = trim_to_evidence
+        self.evidence_context = evidence_context
         self._chunks = ChunkCache()
-        check_selection_options(top_k, token_budget, candidate_order)  # fail early, as the selection would
+        # fail early, as the selection would
+        check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
+
+    @classmethod
+    def from_llm(cls, llm: Any, document: DocumentLike, *, heads: Any = None, model_name: str | None = None,
+                 reranker_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> QRHeadChunkRetriever:
+        """A chunk retriever that scores with ``llm``'s own loaded weights (LlamaIndex ``HuggingFaceLLM``):
+        no second model in memory. ``reranker_kwargs`` go to :meth:`QRHeadRerank.from_llm` (scoring
+        options), the rest to this class (``top_k``, ``token_budget``, ``trim_to_evidence``...)."""
+        reranker = QRHeadRerank.from_llm(llm, heads=heads, model_name=model_name, **(reranker_kwargs or {}))
+        return cls(document, reranker=reranker, **kwargs)
 
     @property
     def text(self) -> str:
@@ -95,7 +109,8 @@ class QRHeadChunkRetriever(BaseRetriever):
 
     def _selection(self) -> dict[str, Any]:
         return dict(top_k=self.top_k, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
-                    count_tokens=self.count_tokens, candidate_order=self.candidate_order)
+                    count_tokens=self.count_tokens, candidate_order=self.candidate_order,
+                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context)
 
     def select(self, query: str) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
@@ -115,12 +130,15 @@ class QRHeadChunkRetriever(BaseRetriever):
 
 def chunk_node(document: BaseNode, chunk: SelectedChunk) -> NodeWithScore:
     """A selected chunk as a ``NodeWithScore`` whose node points back at ``document``."""
-    added = {"chunk_index": chunk.index}
+    added: dict[str, Any] = {"chunk_index": chunk.index}
     if chunk.truncated:
         added["qrhead_truncated"] = True
+    if chunk.trimmed:  # only the evidence sentences of the chunk: several pieces may share its index
+        added.update(qrhead_trimmed=True, chunk_start=chunk.chunk_start, chunk_end=chunk.chunk_end)
     hidden = list(added)
+    piece = f"-{chunk.start}" if chunk.trimmed else ""
     node = TextNode(
-        id_=f"{document.node_id}-chunk-{chunk.index}",
+        id_=f"{document.node_id}-chunk-{chunk.index}{piece}",
         text=chunk.text,
         start_char_idx=chunk.start,
         end_char_idx=chunk.end,
@@ -145,10 +163,13 @@ def select_document_chunks(
     keep_document_order: bool = False,
     count_tokens: Any = None,
     candidate_order: str | None = "as_given",
+    trim_to_evidence: int | None = None,
+    evidence_context: int = 1,
 ) -> list[NodeWithScore]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
     retriever = QRHeadChunkRetriever(
         document, reranker=reranker, splitter=splitter, top_k=top_k, token_budget=token_budget,
         keep_document_order=keep_document_order, count_tokens=count_tokens, candidate_order=candidate_order,
+        trim_to_evidence=trim_to_evidence, evidence_context=evidence_context,
     )
     return retriever.retrieve(query)

@@ -1,0 +1,798 @@
+"""End to end: a selector picks the context of a long input, a generator answers (``qrhead eval qa``).
+
+Two long-context QA tasks from ``../shared/data``:
+
+- ``squad``: whole SQuAD articles (~8K tokens). Each article is split by LlamaIndex's ``SentenceSplitter``
+  into chunks counted in the *generator's* tokens; a question's gold chunks are those inside its evidence
+  paragraph that hold an answer string (else the whole paragraph's chunks). Questions are grouped by
+  article, so every scorer reads an article once for all its questions (``scorer.encode(chunks,
+  queries=...)`` then ``.rank(q)``), and the full-context generator reuses the article's prefix cache.
+- ``nq``: NQ-open multi-document ("lost in the middle"): the gold passage among ``depth - 1`` BM25
+  distractors from other questions' passages that do not contain the answer
+  (:func:`~.sets.nq_multidoc`); distractors in BM25 order, the gold passage first, in the middle or last
+  (cycled over the questions).
+
+Every selector gets the same generator token budget; selected chunks are handed over in document order
+(``*-rank-order``: best first). Selectors: ``full`` (everything, no selection), ``oracle`` (the gold
+chunks only), ``bm25``, ``dense`` (all-MiniLM-L6-v2), ``qrhead`` (the embedded SmolLM2 scorer, its
+registered heads), ``qrhead-gen`` (the generator's own weights and its registered head set:
+:func:`~qrhead_integrations.llama_index.llm.scorer_from_llm` on the generator's LLM object),
+``all-heads`` and ``random-heads`` (SmolLM2: every head; 16 random heads), ``qrhead-trim`` (``qrhead``
+with each chunk trimmed to its evidence sentences, :func:`~qrhead_integrations.chunks.select_chunks`'
+``trim_to_evidence``). A ``@N`` suffix sets another budget for one selector (``qrhead-trim@256``).
+
+Answers: greedy decoding through the framework's own LLM class (LlamaIndex ``HuggingFaceLLM`` or
+LangChain ``ChatHuggingFace`` over ``HuggingFacePipeline``), holding the model already loaded; a short
+answer prompt. Correct = a SQuAD-normalised gold answer is contained in the normalised output.
+
+Per-question results go to a JSONL file as they are made (a rerun resumes); the summary has accuracy
+with paired bootstrap intervals against ``full`` and ``bm25``, evidence recall, answer-in-context rate,
+generator tokens and seconds per question.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import re
+import string
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..chunks import Chunk, ChunkSelection, locate_chunks, select_from_ranking
+
+logger = logging.getLogger("qrhead_integrations")
+
+PROMPT = ("Answer the question with a short phrase from the context.\n\n"
+          "Context:\n{context}\n\nQuestion: {question}\nAnswer:")
+
+SELECTORS = ("full", "oracle", "bm25", "dense", "qrhead", "qrhead-gen", "all-heads", "random-heads",
+             "qrhead-rank-order", "qrhead-trim")
+DEFAULT_SELECTORS = ("full", "oracle", "bm25", "dense", "qrhead", "qrhead-gen", "all-heads", "random-heads")
+
+
+def answer_prompt(context: str, question: str, template: str = PROMPT) -> str:
+    return template.format(context=context, question=question)
+
+
+# --- answers -------------------------------------------------------------------------------------
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def answer_correct(output: str, answers: Sequence[str]) -> bool:
+    """A normalised gold answer occurs in the normalised output (as whole words)."""
+    out = f" {normalize_answer(output)} "
+    return any(g and f" {g} " in out for g in (normalize_answer(a) for a in answers))
+
+
+# --- items -------------------------------------------------------------------------------------
+
+@dataclass
+class QAItem:
+    """One question over its long input: ``chunks`` (document order, exact offsets into ``document``),
+    ``gold`` chunk indices; items with the same ``group`` share ``document`` and ``chunks``."""
+
+    id: str
+    question: str
+    answers: list[str]
+    group: str
+    document: str
+    chunks: list[Chunk]
+    gold: list[int]
+    position: str | None = None
+
+
+def squad_items(root: str | Path, tokenizer: Any, *, articles: int = 12, per_article: int = 5,
+                chunk_tokens: int = 128, seed: int = 0, min_chars: int = 20000,
+                max_chars: int = 40000) -> list[QAItem]:
+    """``per_article`` seeded questions from each of ``articles`` seeded SQuAD articles of
+    ``min_chars``-``max_chars`` characters (~5-9K tokens), chunked by SentenceSplitter in ``tokenizer``'s
+    tokens. Questions without an answer string are skipped."""
+    from .chunks import split_document
+    from .data import LongContextDataset
+
+    ds = LongContextDataset.load(root)
+    by_doc: dict[str, list[dict[str, Any]]] = {}
+    for q in sorted(ds.questions, key=lambda q: q["id"]):
+        by_doc.setdefault(q["doc_id"], []).append(q)
+    docs = sorted(d for d in by_doc if min_chars <= len(ds.documents[d]["text"]) <= max_chars)
+    rng = random.Random(seed)
+    rng.shuffle(docs)
+    items: list[QAItem] = []
+    for doc_id in docs[:articles]:
+        text = ds.documents[doc_id]["text"]
+        spans = split_document(text, tokenizer, chunk_tokens)
+        chunks = locate_chunks(text, [text[a:b] for a, b in spans], source_id=doc_id)
+        qs = [q for q in by_doc[doc_id] if any(a.strip() for a in q.get("answers", []))]
+        random.Random(f"{seed}:{doc_id}").shuffle(qs)
+        for q in sorted(qs[:per_article], key=lambda q: q["id"]):
+            items.append(QAItem(q["id"], q["question"], list(q["answers"]), doc_id, text, chunks,
+                                squad_gold(chunks, q["evidence"], q["answers"])))
+    return items
+
+
+def squad_gold(chunks: Sequence[Chunk], evidence: Sequence[Sequence[int]], answers: Sequence[str]) -> list[int]:
+    """Chunks inside the evidence paragraph that hold an answer (else every chunk overlapping it)."""
+    inside = [c.index for c in chunks if any(c.start < e1 and c.end > e0 for e0, e1 in evidence)]
+    with_answer = [i for i in inside if answer_correct(chunks[i].text, answers)]
+    return with_answer or inside
+
+
+POSITIONS = ("first", "middle", "last")
+
+
+def nq_items(root: str | Path, *, n: int = 60, depth: int = 20, skip: int = 1000, seed: int = 0,
+             positions: Sequence[str] = POSITIONS) -> list[QAItem]:
+    """NQ-open multi-document items: question ``i`` puts its gold passage at ``positions[i % len]``
+    (``first``, ``middle`` = index ``depth // 2``, ``last``) among ``depth - 1`` distractors in BM25 order."""
+    from .sets import nq_multidoc
+
+    data = nq_multidoc(Path(root), n=n, skip=skip, seed=seed, depth=depth)
+    items = []
+    for i, cand in enumerate(data.items):
+        gold_id = next(iter(data.qrels[cand.qid]))
+        g = cand.doc_ids.index(gold_id)
+        docs = [d for j, d in enumerate(cand.passages) if j != g]  # distractors, BM25 order
+        pos = positions[i % len(positions)]
+        at = {"first": 0, "middle": len(docs) // 2, "last": len(docs)}[pos]
+        docs.insert(at, cand.passages[g])
+        texts = [f"(Title: {d.get('title') or ''}) {d['text']}".strip() for d in docs]
+        document = "\n\n".join(texts)
+        chunks = locate_chunks(document, texts, source_id=cand.qid)
+        answers = _nq_answers(root, cand.qid)
+        items.append(QAItem(cand.qid, cand.query, answers, cand.qid, document, chunks, [at], pos))
+    return items
+
+
+_NQ_ANSWERS: dict[str, list[list[str]]] = {}
+
+
+def _nq_answers(root: str | Path, qid: str) -> list[str]:
+    from .data import read_jsonl
+
+    key = str(root)
+    if key not in _NQ_ANSWERS:
+        _NQ_ANSWERS[key] = [list(r.get("answers", [])) for r in read_jsonl(Path(root) / "nq-open-oracle.jsonl")]
+    return _NQ_ANSWERS[key][int(qid.split("-")[1])]
+
+
+# --- generation --------------------------------------------------------------------------------
+
+class Generator:
+    """Greedy short answers from a loaded causal LM, through a framework's own LLM class.
+
+    ``framework="llama-index"``: ``llama_index.llms.huggingface.HuggingFaceLLM``; ``"langchain"``:
+    ``langchain_huggingface.ChatHuggingFace`` over a ``HuggingFacePipeline``. Both are handed the model
+    and tokenizer objects (nothing is loaded again). :meth:`answer_many` answers several questions about
+    one context with the context's prefix computed once (transformers directly: the frameworks' classes
+    have no prefix cache); the token ids are exactly those of :meth:`answer`'s prompt.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, *, framework: str = "llama-index",
+                 max_new_tokens: int = 32, prompt: str = PROMPT) -> None:
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.framework = framework
+        self.max_new_tokens = max_new_tokens
+        self.prompt = prompt
+        limit = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 4096
+        self.context_window = int(min(limit, 32768))
+        self.llm = build_llm(model, tokenizer, name, framework=framework, max_new_tokens=max_new_tokens,
+                             context_window=self.context_window)
+
+    def chat_text(self, user: str) -> str:
+        """The prompt text the LLM classes produce for one user message (chat template)."""
+        return chat_text(self.tokenizer, user)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def answer(self, context: str, question: str) -> str:
+        user = answer_prompt(context, question, self.prompt)
+        if self.framework == "langchain":
+            from langchain_core.messages import HumanMessage
+
+            return clean_answer(str(self.llm.invoke([HumanMessage(content=user)]).content))
+        return clean_answer(self.llm.complete(user).text)
+
+    def answer_many(self, context: str, questions: Sequence[str]) -> list[str]:
+        """:meth:`answer` for each question about one ``context``, reading the context once."""
+        import torch
+
+        prompts = [self.chat_text(answer_prompt(context, q, self.prompt)) for q in questions]
+        ids = [self.tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
+        common = min(len(x) for x in ids) - 1
+        for x in ids[1:]:
+            diff = (x[:common] != ids[0][:common]).nonzero()
+            if len(diff):
+                common = int(diff[0])
+        device = self.model.get_input_embeddings().weight.device
+        outs = []
+        from ..engine.kv import cache_kwargs, new_cache
+
+        with torch.inference_mode():
+            cache = new_cache(self.model)
+            self.model(input_ids=ids[0][None, :common].to(device), logits_to_keep=1,
+                       **cache_kwargs(self.model, cache))
+            for x in ids:
+                x = x[None].to(device)
+                out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x),
+                                          **cache_kwargs(self.model, copy.deepcopy(cache)), do_sample=False,
+                                          max_new_tokens=self.max_new_tokens,
+                                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+                outs.append(clean_answer(self.tokenizer.decode(out[0, x.shape[1]:], skip_special_tokens=True)))
+        return outs
+
+
+def chat_text(tokenizer: Any, user: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+    return user
+
+
+def build_llm(model: Any, tokenizer: Any, name: str, *, framework: str = "llama-index", max_new_tokens: int = 32,
+              context_window: int = 4096) -> Any:
+    """The framework's own LLM class around an already loaded model (greedy decoding)."""
+    if framework == "llama-index":
+        from llama_index.llms.huggingface import HuggingFaceLLM
+
+        return HuggingFaceLLM(
+            model=model, tokenizer=tokenizer, model_name=name, tokenizer_name=name, context_window=context_window,
+            max_new_tokens=max_new_tokens, generate_kwargs={"do_sample": False},
+            completion_to_prompt=lambda text: chat_text(tokenizer, text), is_chat_model=True,
+        )
+    if framework == "langchain":
+        from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+        from transformers import pipeline
+
+        pipe = pipeline("text-generation", model=model, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
+                        do_sample=False, return_full_text=False)
+        return ChatHuggingFace(llm=HuggingFacePipeline(pipeline=pipe, model_id=name), tokenizer=tokenizer,
+                               model_id=name)
+    raise ValueError(f"framework must be 'llama-index' or 'langchain', not {framework!r}")
+
+
+def clean_answer(text: str) -> str:
+    """The answer's first non-empty line, stripped."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+# --- selection ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Ranked:
+    """The fields of a ranking result that :func:`select_from_ranking` reads."""
+
+    index: int
+    score: float
+    rank: int
+    qrhead_score: float | None = None
+    truncated: bool = False
+    window: int = 0
+    evidence: tuple = ()
+
+
+def ranking(scores: Sequence[float]) -> list[_Ranked]:
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    return [_Ranked(i, float(scores[i]), r + 1) for r, i in enumerate(order)]
+
+
+def parse_selector(spec: str, budget: int) -> tuple[str, int]:
+    """``name`` or ``name@budget``."""
+    name, _, b = spec.partition("@")
+    if name not in SELECTORS:
+        raise ValueError(f"unknown selector {name!r}; known: {', '.join(SELECTORS)}")
+    return name, int(b) if b else budget
+
+
+@dataclass
+class Scorers:
+    """What the selectors need, built once: the small QRHead scorer, the generator-weights scorer, the
+    random head set, the dense encoder."""
+
+    smol: Any = None
+    gen: Any = None
+    random_heads: Any = None
+    dense: Any = None
+    evidence: int = 1
+    evidence_context: int = 1
+
+
+@dataclass
+class GroupState:
+    """Per group (article): encodings and indexes made once for all its questions."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def clock() -> float:
+    """The clock of per-selector timings: this process's CPU time. Runs use one thread
+    (``OMP_NUM_THREADS=1``), where CPU seconds are the wall seconds of an otherwise idle core; wall
+    seconds on a shared machine depend on what else runs."""
+    return time.process_time()
+
+
+def _timed(state: GroupState, key: str, make: Callable[[], Any]) -> Any:
+    if key not in state.cache:
+        t = clock()
+        state.cache[key] = make()
+        state.seconds[key] = clock() - t
+    return state.cache[key]
+
+
+def source_ranking(source: str, item: QAItem, scorers: Scorers, state: GroupState, questions: Sequence[str]
+                   ) -> tuple[list[Any], float]:
+    """(ranking of the item's chunks, seconds: per-question work plus this question's share of the
+    group's one-off work) for a ranking source."""
+    texts = [c.text for c in item.chunks]
+    n_q = max(1, len(questions))
+    known = set(state.seconds)
+    t0 = clock()
+    if source == "bm25":
+        from .first_stage import BM25
+
+        index = _timed(state, "bm25", lambda: BM25([str(i) for i in range(len(texts))], texts))
+        hits = dict(index.search([item.question], len(texts))[0])
+        ranked = ranking([hits.get(str(i), 0.0) for i in range(len(texts))])
+        shared = state.seconds["bm25"]
+    elif source == "dense":
+        vecs = _timed(state, "dense", lambda: scorers.dense.encode(texts))
+        ranked = ranking(list(vecs @ scorers.dense.encode([item.question])[0]))
+        shared = state.seconds["dense"]
+    elif source in ("qrhead", "qrhead-gen"):
+        scorer = scorers.smol if source == "qrhead" else scorers.gen
+        enc = _timed(state, source, lambda: scorer.encode(texts, queries=list(questions)))
+        key = f"{source}:{item.id}"
+        if key not in state.cache:
+            state.cache[key] = enc.rank(item.question, evidence=scorers.evidence)
+        ranked = state.cache[key]
+        shared = state.seconds[source]
+    elif source in ("all-heads", "random-heads"):
+        enc = _timed(state, "all", lambda: scorers.smol.encode(texts, heads="all", queries=list(questions)))
+        key = f"all:{item.id}"
+        if key not in state.cache:
+            state.cache[key] = enc.head_masses(item.question)
+        masses = state.cache[key]
+        heads = None if source == "all-heads" else scorers.random_heads.heads
+        ranked = ranking(list(masses.scores(heads)))
+        shared = state.seconds["all"]
+    else:
+        raise ValueError(source)
+    made_now = sum(v for k, v in state.seconds.items() if k not in known)  # the group's one-off work, if done now
+    return ranked, clock() - t0 - made_now + shared / n_q
+
+
+def select(name: str, budget: int, item: QAItem, scorers: Scorers, state: GroupState, questions: Sequence[str],
+           count_tokens: Callable[[str], int]) -> tuple[ChunkSelection, float]:
+    """The context a selector hands over for ``item`` (document order unless ``*-rank-order``)."""
+    if name == "oracle":
+        return select_from_ranking(item.question, item.chunks, ranking([1.0 if c.index in item.gold else 0.0
+                                                                        for c in item.chunks])[:len(item.gold)],
+                                   token_budget=budget, keep_document_order=True, count_tokens=count_tokens), 0.0
+    source = {"qrhead-rank-order": "qrhead", "qrhead-trim": "qrhead"}.get(name, name)
+    ranked, seconds = source_ranking(source, item, scorers, state, questions)
+    t = clock()
+    sel = select_from_ranking(item.question, item.chunks, ranked, token_budget=budget,
+                              keep_document_order=name != "qrhead-rank-order", count_tokens=count_tokens,
+                              trim_to_evidence=scorers.evidence if name == "qrhead-trim" else None,
+                              evidence_context=scorers.evidence_context)
+    return sel, seconds + clock() - t
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def read_done(path: Path) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by an interrupted run
+                        continue
+                    done[rec["id"]] = rec
+    return done
+
+
+def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[str], scorers: Scorers, *,
+           budget: int = 512, jsonl: str | Path, show_progress: bool = True, task: str = "") -> list[dict[str, Any]]:
+    """Answer every item with every selector; one JSONL line per question, written as it is done (items
+    already in ``jsonl`` are skipped, so a rerun resumes). Returns all records of ``items``."""
+    from tqdm.auto import tqdm
+
+    specs = [(s, *parse_selector(s, budget)) for s in selectors]
+    path = Path(jsonl)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_done(path)
+    groups: dict[str, list[QAItem]] = {}
+    for it in items:
+        groups.setdefault(it.group, []).append(it)
+    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        with open(path, "a", encoding="utf-8") as f:  # end a line cut by an interrupted run
+            f.write("\n")
+    with open(path, "a", encoding="utf-8") as out, \
+            tqdm(total=len(items), desc=f"qa {task} {generator.name}", unit="question",
+                 disable=not show_progress, initial=sum(it.id in done for it in items)) as bar:
+        for its in groups.values():
+            todo = [it for it in its if it.id not in done]
+            if not todo:
+                continue
+            state = GroupState()
+            questions = [it.question for it in todo]
+            full: dict[str, tuple[str, float]] = {}
+            if any(name == "full" for _, name, _ in specs):
+                full = _full_context(todo, generator)
+            for it in todo:
+                rec = _answer_item(it, specs, generator, scorers, state, questions, full, task)
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.flush()
+                done[it.id] = rec
+                bar.update(1)
+    return [done[it.id] for it in items if it.id in done]
+
+
+def _full_context(items: Sequence[QAItem], generator: Generator) -> dict[str, tuple[str, float]]:
+    """Full-context answers: one prefill of the shared document for all the group's questions."""
+    doc = items[0].document
+    limit = generator.context_window - generator.max_new_tokens - 256
+    if generator.count_tokens(doc) > limit:
+        ids = generator.tokenizer.encode(doc, add_special_tokens=False)[:limit]
+        doc = generator.tokenizer.decode(ids)
+        logger.warning("full context cut to %d generator tokens (the generator's context)", limit)
+    t = clock()
+    if len(items) == 1:
+        outs = [generator.answer(doc, items[0].question)]
+    else:
+        outs = generator.answer_many(doc, [it.question for it in items])
+    per = (clock() - t) / len(items)
+    return {it.id: (o, per) for it, o in zip(items, outs)}
+
+
+def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: Generator, scorers: Scorers,
+                 state: GroupState, questions: Sequence[str], full: dict[str, tuple[str, float]],
+                 task: str) -> dict[str, Any]:
+    gold = set(it.gold)
+    rec: dict[str, Any] = {"id": it.id, "task": task, "group": it.group, "position": it.position,
+                           "question": it.question, "answers": it.answers, "gold": it.gold,
+                           "n_chunks": len(it.chunks), "doc_tokens": generator.count_tokens(it.document),
+                           "generator": generator.name, "selectors": {}}
+    answered: dict[str, tuple[str, float]] = {}
+    wall = time.perf_counter()
+    for spec, name, budget in specs:
+        if name == "full":
+            output, gen_s = full[it.id]
+            context = it.document
+            row: dict[str, Any] = {"chunks": list(range(len(it.chunks))), "tokens": rec["doc_tokens"],
+                                   "select_s": 0.0, "evidence_recall": 1.0}
+        else:
+            sel, sel_s = select(name, budget, it, scorers, state, questions, generator.count_tokens)
+            context = sel.text()
+            picked = sorted({c.index for c in sel})
+            row = {"chunks": [c.index for c in sel], "spans": [[c.start, c.end] for c in sel],
+                   "tokens": sel.tokens, "select_s": round(sel_s, 3),
+                   "evidence_recall": len(gold & set(picked)) / len(gold) if gold else 0.0}
+            if context in answered:
+                output, gen_s = answered[context]
+            else:
+                t = clock()
+                output = generator.answer(context, it.question)
+                gen_s = clock() - t
+                answered[context] = (output, gen_s)
+        row.update({"answer_in_context": answer_correct(context, it.answers), "output": output,
+                    "correct": answer_correct(output, it.answers), "gen_s": round(gen_s, 3)})
+        rec["selectors"][spec] = row
+    rec["wall_s"] = round(time.perf_counter() - wall, 1)
+    return rec
+
+
+# --- summary -----------------------------------------------------------------------------------
+
+def scoring_pass(spec: str) -> str:
+    """Which scoring pass a selector reads: selectors that share one (``qrhead``, its order, trim and
+    budget variants; ``all-heads`` and ``random-heads``) are each charged the whole pass."""
+    name = spec.partition("@")[0]
+    if name.startswith("qrhead") and name != "qrhead-gen":
+        return "qrhead"
+    if name.startswith("qrhead-gen"):
+        return "qrhead-gen"
+    return "all" if name in ("all-heads", "random-heads") else name
+
+
+def select_seconds(record: dict[str, Any], spec: str) -> float:
+    """A selector's scoring seconds for one question as if it ran alone (a shared pass is timed once, in
+    whichever selector ran first)."""
+    group = [v["select_s"] for k, v in record["selectors"].items() if scoring_pass(k) == scoring_pass(spec)]
+    return float(max(group)) if group else 0.0
+
+
+def summarize(records: Sequence[dict[str, Any]], selectors: Sequence[str],
+              baselines: Sequence[str] = ("full", "bm25")) -> dict[str, Any]:
+    from .metrics import paired_bootstrap
+
+    def per_q(spec: str, key: str) -> dict[str, float]:
+        return {r["id"]: float(r["selectors"][spec][key]) for r in records if spec in r["selectors"]}
+
+    table: dict[str, Any] = {}
+    for spec in selectors:
+        acc = per_q(spec, "correct")
+        if not acc:
+            continue
+        rows = [r["selectors"][spec] for r in records if spec in r["selectors"]]
+        entry: dict[str, Any] = {
+            "n": len(acc), "accuracy": float(np.mean(list(acc.values()))),
+            "evidence_recall": float(np.mean([x["evidence_recall"] for x in rows])),
+            "answer_in_context": float(np.mean([x["answer_in_context"] for x in rows])),
+            "tokens": float(np.mean([x["tokens"] for x in rows])),
+            "select_s": float(np.mean([select_seconds(r, spec) for r in records if spec in r["selectors"]])),
+            "gen_s": float(np.mean([x["gen_s"] for x in rows])),
+            "correct": acc,
+        }
+        for base in baselines:
+            other = per_q(base, "correct")
+            if base != spec and other and set(other) & set(acc):
+                d = paired_bootstrap(acc, other)
+                entry[f"vs_{base}"] = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
+                                       "significant": d.significant}
+        positions = sorted({r.get("position") for r in records if r.get("position")})
+        if positions:
+            entry["by_position"] = {p: float(np.mean([r["selectors"][spec]["correct"] for r in records
+                                                      if r.get("position") == p and spec in r["selectors"]]))
+                                    for p in positions}
+        table[spec] = entry
+    return table
+
+
+def markdown_table(summary: dict[str, Any], title: str) -> str:
+    positions = sorted({p for e in summary.values() for p in e.get("by_position", {})},
+                       key=lambda p: POSITIONS.index(p) if p in POSITIONS else 9)
+    head = ["selector", "n", "accuracy", "vs full", "vs bm25", "evidence recall", "answer in context",
+            "context tokens", "select CPU s", "generate CPU s"] + [f"acc. gold {p}" for p in positions]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for spec, e in summary.items():
+        def ci(key: str) -> str:
+            d = e.get(key)
+            if not d:
+                return ""
+            star = " *" if d["significant"] else ""
+            return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{star}"
+
+        cells = [spec, str(e["n"]), f"{e['accuracy']:.3f}", ci("vs_full"), ci("vs_bm25"),
+                 f"{e['evidence_recall']:.2f}", f"{e['answer_in_context']:.2f}", f"{e['tokens']:.0f}",
+                 f"{e['select_s']:.1f}", f"{e['gen_s']:.1f}"]
+        cells += [f"{e['by_position'].get(p, float('nan')):.2f}" for p in positions] if positions else []
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("`*`: the 95% paired bootstrap interval excludes 0. CPU seconds per question at one thread "
+                 "(shared work, such as encoding an article once for all its questions, divided among them).")
+    return "\n".join(lines) + "\n"
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM), MiB; None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5); False where not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_probe(loaded: Any, items: Sequence[QAItem], *, smol_model: str | None = None, smol_heads: Any = None,
+                 gen_heads: Any = None) -> dict[str, Any]:
+    """Resident memory and its peak while scoring one long input (``items[0]``'s chunks and question): with
+    the generator's own weights, then with a separately loaded small scorer (in this order, in this
+    process: the small scorer's weights come on top of the generator's, as in a real pipeline).
+    ``loaded``: the generator (``.model``, ``.tokenizer``, ``.name``). Peaks are Linux ``VmHWM`` after a
+    reset (``/proc/self/clear_refs``); None where that is not available."""
+    from .._llm import scorer_from_parts
+    from ..engine.scoring import QRHeadScorer
+
+    it = items[0]
+    texts = [c.text for c in it.chunks]
+    out: dict[str, Any] = {"input_tokens": sum(len(loaded.tokenizer.encode(t)) for t in texts),
+                           "chunks": len(texts), "rss_generator_loaded_mb": rss_mb()}
+    gen = scorer_from_parts(loaded.model, loaded.tokenizer, gen_heads, model_name=loaded.name,
+                            candidate_order="as_given")
+    for label in ("generator_weights", "separate_small_scorer"):
+        if label == "generator_weights":
+            scorer = gen
+        else:
+            before = rss_mb()
+            scorer = QRHeadScorer.from_pretrained(smol_model, smol_heads, candidate_order="as_given")
+            out["rss_small_scorer_weights_mb"] = (rss_mb() or 0.0) - (before or 0.0)
+        reset = reset_peak_rss()
+        base = rss_mb()
+        t, c = time.perf_counter(), clock()
+        scorer.rank(it.question, texts)
+        peak = peak_rss_mb()
+        out[label] = {"wall_s": time.perf_counter() - t, "cpu_s": clock() - c, "rss_before_mb": base,
+                      "peak_mb": peak, "peak_over_before_mb": (peak or 0.0) - (base or 0.0) if reset else None,
+                      "model": scorer.model_name, "heads": len(scorer.heads)}
+    out["rss_end_mb"] = rss_mb()
+    return out
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def add_qa_parser(esub: Any) -> None:
+    q = esub.add_parser("qa", help="end to end: select context of long inputs, a generator answers (SQuAD "
+                                   "articles, NQ multi-document)")
+    q.add_argument("--task", required=True, choices=["squad", "nq"])
+    q.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
+    q.add_argument("--generator", default="qwen2.5-coder-0.5b-instruct", help="generator model")
+    q.add_argument("--dtype", default=None, help="generator dtype (default float32 on CPU)")
+    q.add_argument("--device", default=None)
+    q.add_argument("--framework", choices=["llama-index", "langchain"], default="llama-index",
+                   help="whose LLM class generates: LlamaIndex HuggingFaceLLM or LangChain ChatHuggingFace")
+    q.add_argument("--selectors", nargs="+", default=list(DEFAULT_SELECTORS),
+                   help=f"any of {', '.join(SELECTORS)}; NAME@N for another token budget")
+    q.add_argument("--budget", type=int, default=512, help="generator tokens of selected context")
+    q.add_argument("--limit", type=int, default=None, help="at most this many questions")
+    q.add_argument("--articles", type=int, default=12, help="squad: seeded articles")
+    q.add_argument("--per-article", type=int, default=5, help="squad: seeded questions per article")
+    q.add_argument("--chunk-tokens", type=int, default=128, help="squad: SentenceSplitter chunk size (generator tokens)")
+    q.add_argument("--depth", type=int, default=20, help="nq: passages per question (gold + depth-1 distractors)")
+    q.add_argument("--skip", type=int, default=1000, help="nq: first question of the seeded order")
+    q.add_argument("--max-new-tokens", type=int, default=32)
+    q.add_argument("--scorer-model", default=None, help="the small QRHead scorer (default: embedded SmolLM2)")
+    q.add_argument("--scorer-heads", default=None, help="heads of the small scorer (default: registered)")
+    q.add_argument("--gen-heads", default=None, help="heads of the generator-weights scorer (default: registered)")
+    q.add_argument("--evidence", type=int, default=1, help="qrhead-trim: evidence sentences kept per chunk")
+    q.add_argument("--evidence-context", type=int, default=1, help="qrhead-trim: neighbouring sentences kept")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--jsonl", default=None, help="per-question results (default: the user cache); reruns resume")
+    q.add_argument("--memory-probe", action="store_true",
+                   help="only measure memory and time of scoring one input with the generator's weights vs the "
+                        "small scorer")
+    q.add_argument("--report-only", action="store_true",
+                   help="no model: the summary again from the per-question records (--jsonl or the default)")
+    q.add_argument("--out", required=True, help="summary JSON (a Markdown table is written beside it)")
+    q.set_defaults(func=cmd_qa)
+
+
+def cmd_qa(args: Any) -> int:
+    from ..engine.heads import HeadSet
+    from ..engine.loading import cache_root, load_model
+    from ..engine.scoring import QRHeadScorer
+    from .data import shared_data_dir
+
+    slug = Path(args.out).stem
+    jsonl = Path(args.jsonl) if args.jsonl else cache_root() / "eval" / "qa" / f"{slug}.jsonl"
+    if args.report_only:
+        return _report_only(args, jsonl)
+    root = Path(args.data) if args.data else shared_data_dir()
+    if root is None or not root.is_dir():
+        raise SystemExit("qrhead: error: no data folder: pass --data (the shared data folder)")
+    t_load = time.perf_counter()
+    loaded = load_model(args.generator, device=args.device, dtype=args.dtype)
+    load_s = time.perf_counter() - t_load
+    if args.task == "squad":
+        items = squad_items(root / "squad-articles", loaded.tokenizer, articles=args.articles,
+                            per_article=args.per_article, chunk_tokens=args.chunk_tokens, seed=args.seed)
+    else:
+        items = nq_items(root / "nq-open-oracle", n=args.limit or 60, depth=args.depth, skip=args.skip,
+                         seed=args.seed)
+    if args.limit is not None:
+        items = items[:args.limit]
+    if args.memory_probe:
+        report = memory_probe(loaded, items, smol_model=args.scorer_model, smol_heads=args.scorer_heads,
+                              gen_heads=args.gen_heads)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+        return 0
+    generator = Generator(loaded.model, loaded.tokenizer, loaded.name, framework=args.framework,
+                          max_new_tokens=args.max_new_tokens)
+    names = {parse_selector(s, args.budget)[0] for s in args.selectors}
+    scorers = Scorers(evidence=args.evidence, evidence_context=args.evidence_context)
+    if names & {"qrhead", "all-heads", "random-heads", "qrhead-rank-order", "qrhead-trim"}:
+        scorers.smol = QRHeadScorer.from_pretrained(args.scorer_model, args.scorer_heads, candidate_order="as_given")
+        scorers.random_heads = HeadSet.random_heads(scorers.smol.shape, len(scorers.smol.heads), seed=args.seed)
+    if "qrhead-gen" in names:
+        if args.framework == "langchain":
+            from ..langchain.llm import scorer_from_llm
+        else:
+            from ..llama_index.llm import scorer_from_llm
+        scorers.gen = scorer_from_llm(generator.llm, args.gen_heads, model_name=loaded.name,
+                                      candidate_order="as_given")
+    if "dense" in names:
+        from .first_stage import DenseRetriever
+
+        scorers.dense = DenseRetriever()
+    t0 = time.perf_counter()
+    records = run_qa(items, generator, args.selectors, scorers, budget=args.budget, jsonl=jsonl, task=args.task)
+    summary = summarize(records, args.selectors)
+    report = {
+        "task": args.task, "generator": loaded.name, "dtype": str(loaded.model.dtype), "framework": args.framework,
+        "budget": args.budget, "selectors": args.selectors, "questions": len(records),
+        "groups": len({r["group"] for r in records}),
+        "doc_tokens_mean": float(np.mean([r["doc_tokens"] for r in records])) if records else 0.0,
+        "chunks_mean": float(np.mean([r["n_chunks"] for r in records])) if records else 0.0,
+        "scorer": getattr(scorers.smol, "model_name", None),
+        "scorer_heads": str(scorers.smol.heads) if scorers.smol else None,
+        "generator_heads": str(scorers.gen.heads) if scorers.gen else None,
+        "random_heads": str(scorers.random_heads) if scorers.random_heads else None,
+        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "generator_load_s": load_s, "run_s_this_call": time.perf_counter() - t0, "jsonl": str(jsonl),
+        "summary": summary,
+    }
+    _write_report(Path(args.out), report, jsonl)
+    return 0
+
+
+def _write_report(out: Path, report: dict[str, Any], jsonl: Path) -> None:
+    import sys
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    title = (f"{report['task']}: {report['questions']} questions, generator {report['generator']} "
+             f"({report['dtype']}), budget {report['budget']} tokens")
+    md = markdown_table(report["summary"], title)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {out} and {out.with_suffix('.md')}; per-question results in {jsonl}", file=sys.stderr)
+
+
+def _report_only(args: Any, jsonl: Path) -> int:
+    """The summary again from the per-question records (no model is loaded): every record in ``jsonl``,
+    every selector found there (a selector run on fewer questions is summarised over those)."""
+    records = list(read_done(jsonl).values())
+    if not records:
+        raise SystemExit(f"qrhead: error: no per-question records in {jsonl}")
+    selectors: list[str] = []
+    for r in records:
+        selectors += [s for s in r["selectors"] if s not in selectors]
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    report = {
+        "task": records[0].get("task") or args.task, "generator": records[0].get("generator"),
+        "dtype": previous.get("dtype", "?"), "budget": previous.get("budget", args.budget),
+        **{k: v for k, v in previous.items() if k not in ("summary", "questions", "groups", "selectors")},
+        "selectors": selectors, "questions": len(records), "groups": len({r["group"] for r in records}),
+        "doc_tokens_mean": float(np.mean([r["doc_tokens"] for r in records])),
+        "chunks_mean": float(np.mean([r["n_chunks"] for r in records])),
+        "summary": summarize(records, selectors),
+    }
+    _write_report(out, report, jsonl)
+    return 0

@@ -1,0 +1,199 @@
+"""The end-to-end QA benchmark (qrhead eval qa) on tiny models: answer matching, the two tasks' items,
+generation through the frameworks' LLM classes (and the prefix-reuse path giving the same tokens), a
+two-question run with every selector, resuming, the summary and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import load_tokenizer, tiny_model
+
+from qrhead_integrations import QRHeadScorer
+from qrhead_integrations.chunks import locate_chunks
+from qrhead_integrations.engine.heads import HeadSet
+from qrhead_integrations.eval import qa
+
+pytest.importorskip("llama_index.llms.huggingface")
+
+HEADS = [(1, 0), (2, 1), (3, 3)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("smollm2")
+
+
+@pytest.fixture(scope="module")
+def gen_model(tok):
+    return tiny_model("qwen2", tok, seed=1)
+
+
+@pytest.fixture(scope="module")
+def generator(gen_model, tok):
+    return qa.Generator(gen_model, tok, "tiny-qwen2", max_new_tokens=4)
+
+
+def test_normalised_answer_containment():
+    assert qa.normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
+    assert qa.answer_correct("It was built by John Smeaton.", ["John Smeaton"])
+    assert qa.answer_correct("the Denver Broncos", ["Denver Broncos", "Broncos"])
+    assert not qa.answer_correct("Robert Stevenson", ["John Smeaton", "Smeaton"])
+    assert not qa.answer_correct("1990s", ["1990"])  # whole words, not substrings of words
+    assert not qa.answer_correct("anything", ["", "  "])
+
+
+def _items() -> list[qa.QAItem]:
+    texts = ["The lighthouse on the rock was built by John Smeaton in 1759. It stood for over a century.",
+             "Mount Everest is 8,849 metres high. It lies in the Himalaya.",
+             "The pancreas makes insulin. Insulin lowers blood sugar. Glucagon raises it.",
+             "Paris is the capital of France. The Seine flows through it."]
+    doc = "\n\n".join(texts)
+    chunks = locate_chunks(doc, texts, source_id="doc")
+    return [qa.QAItem("q1", "Who built the lighthouse on the rock?", ["John Smeaton"], "doc", doc, chunks, [0]),
+            qa.QAItem("q2", "Which organ makes insulin?", ["pancreas"], "doc", doc, chunks, [2])]
+
+
+def test_prefix_reuse_gives_the_frameworks_answers(generator, gen_model, tok):
+    """answer_many (one prefill of the shared context) gives what HuggingFaceLLM gives question by question,
+    and LangChain's ChatHuggingFace over HuggingFacePipeline gives the same answers."""
+    pytest.importorskip("langchain_huggingface")
+    items = _items()
+    context = items[0].document
+    questions = [it.question for it in items]
+    many = generator.answer_many(context, questions)
+    one = [generator.answer(context, q) for q in questions]
+    assert many == one and all(isinstance(a, str) for a in many)
+    lc = qa.Generator(gen_model, tok, "tiny-qwen2", framework="langchain", max_new_tokens=4)
+    assert [lc.answer(context, q) for q in questions] == one
+
+
+@pytest.fixture(scope="module")
+def scorers(tok):
+    smol = QRHeadScorer.from_model(tiny_model("llama", tok), tok, heads=HEADS, candidate_order="as_given")
+    gen = QRHeadScorer.from_model(tiny_model("qwen2", tok, seed=1), tok, heads=HEADS, candidate_order="as_given")
+
+    class Dense:  # a stand-in for MiniLM: bag of words
+        def encode(self, texts):
+            import numpy as np
+
+            vocab = sorted({w for t in texts + ["who built which organ makes"] for w in t.lower().split()})
+            return np.array([[t.lower().split().count(w) for w in vocab] for t in texts], dtype=float)
+
+    return qa.Scorers(smol=smol, gen=gen, random_heads=HeadSet.random_heads(smol.shape, 3, seed=0), dense=None)
+
+
+def test_two_question_run_with_every_selector_resumes(generator, scorers, tmp_path, monkeypatch):
+    items = _items()
+    selectors = ["full", "oracle", "bm25", "qrhead", "qrhead-gen", "all-heads", "random-heads",
+                 "qrhead-rank-order", "qrhead-trim", "qrhead-trim@20"]
+    jsonl = tmp_path / "qa.jsonl"
+    records = qa.run_qa(items, generator, selectors, scorers, budget=40, jsonl=jsonl, show_progress=False)
+    assert [r["id"] for r in records] == ["q1", "q2"]
+    lines = jsonl.read_text().splitlines()
+    assert len(lines) == 2
+    for rec, item in zip(records, items):
+        assert set(rec["selectors"]) == set(selectors)
+        full = rec["selectors"]["full"]
+        assert full["tokens"] == generator.count_tokens(item.document) and full["evidence_recall"] == 1.0
+        oracle = rec["selectors"]["oracle"]
+        assert oracle["chunks"] == item.gold and oracle["evidence_recall"] == 1.0 and oracle["answer_in_context"]
+        for spec, row in rec["selectors"].items():
+            if spec == "full":
+                continue
+            budget = 20 if spec.endswith("@20") else 40
+            assert row["tokens"] <= budget, spec
+            for a, b in row["spans"]:  # exact offsets into the document
+                assert 0 <= a < b <= len(item.document)
+            if spec != "qrhead-rank-order":
+                assert row["spans"] == sorted(row["spans"]), spec  # document order
+            assert isinstance(row["output"], str) and isinstance(row["correct"], bool)
+        # the rank-order variant hands over the same chunks as qrhead, best first
+        assert sorted(rec["selectors"]["qrhead-rank-order"]["chunks"]) == sorted(rec["selectors"]["qrhead"]["chunks"])
+    # resume: nothing is generated again
+    monkeypatch.setattr(qa.Generator, "answer", lambda *a, **k: pytest.fail("answered again"))
+    monkeypatch.setattr(qa.Generator, "answer_many", lambda *a, **k: pytest.fail("answered again"))
+    again = qa.run_qa(items, generator, selectors, scorers, budget=40, jsonl=jsonl, show_progress=False)
+    assert again == records
+    summary = qa.summarize(records, selectors)
+    assert summary["qrhead"]["n"] == 2 and "vs_full" in summary["qrhead"] and "vs_bm25" in summary["qrhead"]
+    assert "vs_full" not in summary["full"]
+    md = qa.markdown_table(summary, "tiny")
+    assert "| qrhead-trim@20 | 2 |" in md
+
+
+def test_interrupted_jsonl_line_is_redone(generator, scorers, tmp_path):
+    items = _items()[:1]
+    jsonl = tmp_path / "qa.jsonl"
+    jsonl.write_text('{"id": "q1", "selec')  # a line cut by a kill
+    records = qa.run_qa(items, generator, ["bm25"], scorers, budget=40, jsonl=jsonl, show_progress=False)
+    assert records[0]["id"] == "q1" and "bm25" in records[0]["selectors"]
+    assert qa.read_done(jsonl) == {"q1": records[0]}  # the new line is a line of its own
+
+
+def test_unknown_selector_is_an_error():
+    with pytest.raises(ValueError, match="unknown selector"):
+        qa.parse_selector("qrhead-magic", 512)
+    assert qa.parse_selector("qrhead-trim@256", 512) == ("qrhead-trim", 256)
+
+
+def test_squad_and_nq_items_from_the_shared_data(tok, data_dir):
+    if data_dir is None or not (data_dir / "squad-articles").is_dir() or not (data_dir / "nq-open-oracle").is_dir():
+        pytest.skip("shared data not available")
+    items = qa.squad_items(data_dir / "squad-articles", tok, articles=2, per_article=2, chunk_tokens=128)
+    assert len(items) == 4 and len({it.group for it in items}) == 2
+    for it in items:
+        assert all(it.document[c.start:c.end] == c.text for c in it.chunks)
+        assert it.gold and any(qa.answer_correct(it.chunks[g].text, it.answers) for g in it.gold)
+    nq = qa.nq_items(data_dir / "nq-open-oracle", n=3, depth=5)
+    assert [it.position for it in nq] == ["first", "middle", "last"]
+    assert [it.gold for it in nq] == [[0], [2], [4]]
+    for it in nq:
+        assert len(it.chunks) == 5 and all(it.document[c.start:c.end] == c.text for c in it.chunks)
+        # distractors never hold the answer; the gold passage is the question's own
+        for c in it.chunks:
+            if c.index not in it.gold:
+                assert not any(a.lower() in c.text.lower() for a in it.answers)
+
+
+def test_command_line_run_on_tiny_models(tok, tmp_path, data_dir):
+    if data_dir is None or not (data_dir / "nq-open-oracle").is_dir():
+        pytest.skip("shared data not available")
+    from qrhead_integrations.cli import main
+
+    folder = tmp_path / "tiny"
+    tiny_model("qwen2", tok, seed=1).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    heads = ",".join(f"{l}-{h}" for l, h in HEADS)
+    out = tmp_path / "qa-nq.json"
+    rc = main(["eval", "qa", "--task", "nq", "--data", str(data_dir), "--generator", str(folder),
+               "--scorer-model", str(folder), "--scorer-heads", heads, "--gen-heads", heads, "--limit", "2",
+               "--depth", "4", "--max-new-tokens", "2", "--budget", "300", "--jsonl", str(tmp_path / "q.jsonl"),
+               "--selectors", "full", "bm25", "qrhead", "qrhead-gen", "qrhead-trim", "--out", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["questions"] == 2 and set(report["summary"]) == {"full", "bm25", "qrhead", "qrhead-gen",
+                                                                   "qrhead-trim"}
+    assert out.with_suffix(".md").is_file()
+    # the summary again from the records alone (no model loaded)
+    out.unlink()
+    assert main(["eval", "qa", "--task", "nq", "--report-only", "--jsonl", str(tmp_path / "q.jsonl"),
+                 "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["questions"] == 2 and set(again["summary"]) == set(report["summary"])
+    assert again["summary"]["qrhead"]["accuracy"] == report["summary"]["qrhead"]["accuracy"]
+
+
+def test_memory_probe_on_tiny_models(tok, tmp_path):
+    from types import SimpleNamespace
+
+    folder = tmp_path / "tiny-scorer"
+    tiny_model("llama", tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    loaded = SimpleNamespace(model=tiny_model("qwen2", tok, seed=1), tokenizer=tok, name="tiny-qwen2")
+    report = qa.memory_probe(loaded, _items(), smol_model=str(folder), smol_heads=HEADS, gen_heads=HEADS)
+    assert report["chunks"] == 4 and report["input_tokens"] > 0
+    for label in ("generator_weights", "separate_small_scorer"):
+        assert report[label]["cpu_s"] >= 0 and report[label]["heads"] == 3
+    if report["rss_generator_loaded_mb"] is not None:  # Linux
+        assert report["generator_weights"]["peak_mb"] >= report["generator_weights"]["rss_before_mb"] > 0
