@@ -371,9 +371,15 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
         log(f"detection set {k}: {len(s.golds()[0])} examples with a gold passage ({s.data.description})")
     for k, s in eval_sets.items():
         log(f"evaluation set {k}: {len(s.data.items)} queries, orders {sorted(s.masses)}")
-    by_data = {"SciFact train": [detect_sets["scifact"]], "NQ held-out": [detect_sets["nq"]],
-               "both": [detect_sets["scifact"], detect_sets["nq"]]}
-    base = {"data": "both", "k": 16, "criterion": "mass", "variant": Variant(), "fit": False}
+    names = {"scifact": "SciFact train", "nq": "NQ held-out"}
+    present = [k for k in ("scifact", "nq") if k in detect_sets and detect_sets[k].golds()[0]]
+    if not present:
+        raise ValueError("no detection examples are stored yet (run the collection first)")
+    by_data = {names[k]: [detect_sets[k]] for k in present}
+    if len(present) == 2:
+        by_data["both"] = [detect_sets[k] for k in present]
+    base = {"data": "both" if "both" in by_data else names[present[0]], "k": 16, "criterion": "mass",
+            "variant": Variant(), "fit": False}
 
     detected: dict[str, DetectedHeads] = {}
 
@@ -414,7 +420,7 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     for k in (8, 32):
         d = heads_for(k=k)
         add("head count", f"QRHead {k}", _scorer_fn(head_rows(d.heads.heads, H), Variant()))
-    for data in ("SciFact train", "NQ held-out"):
+    for data in (d for d in by_data if d != base["data"]):
         d = heads_for(data=data)
         add("detection data", f"QRHead 16, detected on {data}", _scorer_fn(head_rows(d.heads.heads, H), Variant()))
     d = heads_for(criterion="ndcg")
@@ -422,7 +428,7 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     for k in (16, 32):
         d = heads_for(k=k, fit=True)
         add("head weights", f"QRHead {k}, fitted weights", _scorer_fn(head_rows(d.heads.heads, H), Variant(), d.weights))
-    fusion_sets = by_data["both"]
+    fusion_sets = by_data[base["data"]]
     w_lin = fit_fusion_weight(fusion_sets, base_fn, "linear")
     add("fusion", f"QRHead 16 + BM25, linear (w={w_lin:g}, fitted)", base_fn, f"linear:{w_lin}")
     add("fusion", "QRHead 16 + BM25, linear (w=0.5)", base_fn, "linear:0.5")
