@@ -116,21 +116,24 @@ def test_detection_weights_and_fusion_weight(scorer, data_root, tmp_path):
 
 def test_the_whole_study_on_tiny_sets(scorer, data_root, tmp_path):
     plan = {"detect": {"scifact": ("scifact-train", 5, 0), "nq": ("nq", 4, 0)},
-            "eval": {"scifact-test": [(3, 0)], "nq": [(3, 10)]}}
+            "eval": {"scifact-test": [(3, 0), (2, 3)], "nq": [(3, 10)]}}
     for name, n, skip, orders in [("scifact-train", 5, 0, ["shuffled"]), ("nq", 4, 0, ["shuffled"]),
                                   ("scifact-test", 3, 0, ["first_stage", "shuffled"]),
+                                  ("scifact-test", 2, 3, ["first_stage"]),  # a second part in one order only
                                   ("nq", 3, 10, ["first_stage", "shuffled"])]:
         data = load_set(name, data_root, n=n, skip=skip)
         for order in orders:
             collect(scorer, data.items, order=order, seed=0, store=_store(scorer, tmp_path, data, order),
                     show_progress=False)
-    report = run_study(scorer, data_root, tmp_path, plan, random_seeds=2, log=lambda s: None)
+    report = run_study(scorer, data_root, tmp_path, plan, random_seeds=2, min_detect=1, log=lambda s: None)
     assert set(report["per_query"]) == {"scifact-test", "nq"}
     res = report["per_query"]["scifact-test"]
     assert set(res) == {"first_stage", "shuffled"}
     methods = [m for g in report["groups"].values() for m in g]
     assert "BM25" in methods and "random heads" in res["first_stage"] and "random#0" not in res["first_stage"]
-    assert all(len(v["nDCG@10"]) == 3 for v in res["first_stage"].values())
+    # each order on the queries stored for it
+    assert all(len(v["nDCG@10"]) == 5 for v in res["first_stage"].values())
+    assert all(len(v["nDCG@10"]) == 3 for v in res["shuffled"].values())
     md = markdown(report)
     assert "| method |" in md and "vs BM25" in md
     HeadSet.from_dict({"heads": next(iter(report["head_sets"].values()))["heads"]})  # head sets are reported

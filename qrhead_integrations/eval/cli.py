@@ -184,6 +184,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 #: The sets of the quality study (scripts/quality_study.sh collects exactly these).
 STUDY_PLAN = {
+    # what the study reads from the store (scripts/quality_study.sh collects it); a set or order not
+    # (yet) stored is left out of the report, each order is evaluated on the queries stored for it
     "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 64, 0)},
     "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(60, 1000)], "hotpotqa": [(None, 0)],
              "squad": {"questions": 40, "chunk_tokens": 256, "max_passage_tokens": 512}},

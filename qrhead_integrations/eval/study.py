@@ -292,12 +292,15 @@ def load_sets(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
         items = [it for d in datas for it in d.items]
         qrels = {q: v for d in datas for q, v in d.qrels.items()}
         data = RerankData(datas[0].name, qrels, items, "; ".join(d.description for d in datas))
-        masses = load_eval_masses(scorer, cache, data, ORDERS)
-        common = set.intersection(*(set(m) for m in masses.values())) if masses else set()
-        if not common:
+        masses = {o: m for o, m in load_eval_masses(scorer, cache, data, ORDERS).items() if m}
+        stored = set.union(*(set(m) for m in masses.values())) if masses else set()
+        if not stored:
             continue
-        data = restrict(data, common)
-        masses = {o: {q: m[q] for q in common} for o, m in masses.items()}
+        # each order is evaluated on the queries stored for it (e.g. a second SciFact 60 in first-stage
+        # order only); paired comparisons are within one order, so they stay paired
+        data = restrict(data, stored)
+        data = RerankData(data.name, data.qrels, data.items, data.description + " (queries stored: " + ", ".join(
+            f"{o.replace('_', '-')} {len(m)}" for o, m in masses.items()) + ")")
         eval_sets[key] = EvalSet(key, LABELS[key], data, masses, MEASURES[key])
     return detect_sets, eval_sets
 
@@ -362,7 +365,7 @@ def _scorer_fn(rows: np.ndarray, variant: Variant, weights: np.ndarray | None = 
 
 
 def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any], *, random_seeds: int = 5,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              min_detect: int = 32, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Detect every head set of the study on the detection sets and evaluate every method on every set."""
     shape = scorer.shape
     H = shape.num_heads
@@ -372,7 +375,10 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     for k, s in eval_sets.items():
         log(f"evaluation set {k}: {len(s.data.items)} queries, orders {sorted(s.masses)}")
     names = {"scifact": "SciFact train", "nq": "NQ held-out"}
-    present = [k for k in ("scifact", "nq") if k in detect_sets and detect_sets[k].golds()[0]]
+    present = [k for k in ("scifact", "nq") if k in detect_sets and len(detect_sets[k].golds()[0]) >= min_detect]
+    for k in detect_sets:
+        if k not in present:
+            log(f"detection set {k} left out: fewer than {min_detect} examples stored")
     if not present:
         raise ValueError("no detection examples are stored yet (run the collection first)")
     by_data = {names[k]: [detect_sets[k]] for k in present}
