@@ -125,7 +125,14 @@ def test_the_whole_study_on_tiny_sets(scorer, data_root, tmp_path):
         for order in orders:
             collect(scorer, data.items, order=order, seed=0, store=_store(scorer, tmp_path, data, order),
                     show_progress=False)
-    report = run_study(scorer, data_root, tmp_path, plan, random_seeds=2, min_detect=1, log=lambda s: None)
+    report = run_study(scorer, data_root, tmp_path, plan, random_seeds=2, min_detect=1, heads_dir=tmp_path / "heads",
+                       log=lambda s: None)
+    files = sorted((tmp_path / "heads").glob("*.json"))
+    assert len(files) == len(report["head_sets"])
+    loaded = [HeadSet.from_json(f) for f in files]
+    assert all(h.model == scorer.model_name and h.shape == scorer.shape for h in loaded)
+    assert any(h.weights is not None for h in loaded)  # the fitted-weight sets keep their weights
+    assert any("fitted_fusion_weight" in h.info for h in loaded)
     assert set(report["per_query"]) == {"scifact-test", "nq"}
     res = report["per_query"]["scifact-test"]
     assert set(res) == {"first_stage", "shuffled"}

@@ -63,6 +63,8 @@ def add_eval_parser(sub: Any) -> None:
     st = esub.add_parser("study", help="evaluate every scoring variant from the stored masses (no model passes)")
     _common(st)
     st.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
+    st.add_argument("--heads-dir", default=None,
+                    help="write every head set the study detects here (head-set JSON files, to ship one)")
     st.set_defaults(func=cmd_study)
 
     n = esub.add_parser("needle", help="needle in a haystack: retrieval-head detection and head masking")
@@ -202,6 +204,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     scorer = _scorer(args)
     plan = STUDY_PLAN_SMALL if "qwen" in scorer.model_name.lower() else STUDY_PLAN
     report = run_study(scorer, _data_root(args), _cache(args) / "tokens", plan,
+                       heads_dir=Path(args.heads_dir) if args.heads_dir else None,
                        log=lambda s: print(s, file=sys.stderr))
     save(args.out, report)
     Path(args.out).with_suffix(".md").write_text(markdown(report))

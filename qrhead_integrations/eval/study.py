@@ -365,7 +365,8 @@ def _scorer_fn(rows: np.ndarray, variant: Variant, weights: np.ndarray | None = 
 
 
 def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any], *, random_seeds: int = 5,
-              min_detect: int = 32, log: Callable[[str], None] = print) -> dict[str, Any]:
+              min_detect: int = 32, heads_dir: Path | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Detect every head set of the study on the detection sets and evaluate every method on every set."""
     shape = scorer.shape
     H = shape.num_heads
@@ -448,6 +449,12 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     w32 = fit_fusion_weight(fusion_sets, fn32, "linear")
     add("fusion", f"QRHead 32 fitted + BM25, linear (w={w32:g}, fitted)", fn32, f"linear:{w32}")
 
+    # the fusion weights fitted on the detection data, recorded with the base head set they were fitted for
+    b.info["fitted_fusion_weight"] = {"linear": w_lin, "detection data": base["data"]}
+    if heads_dir is not None:
+        save_head_sets(scorer, detected, Path(heads_dir), {k: s.data.description for k, s in detect_sets.items()})
+        log(f"head sets written to {heads_dir}")
+
     results: dict[str, Any] = {}
     for key, es in eval_sets.items():
         dense = dense_scores(es, cache) if key != "squad" else None
@@ -479,6 +486,24 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
                                [round(float(x), 4) for x in v.weights], **v.info} for v in detected.values()},
         "per_query": results,
     }
+
+
+def save_head_sets(scorer: QRHeadScorer, detected: dict[str, DetectedHeads], folder: Path,
+                   detection: dict[str, str]) -> list[Path]:
+    """Every head set of the study as a head-set file (``HeadSet.from_json`` / ``heads=PATH``), named
+    after its configuration, so the one the study picks can be shipped as it is (scripts/ship_head_set.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, d in enumerate(sorted(detected.values(), key=lambda v: v.name)):
+        cfg = json.loads(d.name)
+        slug = "-".join(str(cfg[k]).replace(" ", "_").replace("/", "_").lower() for k in sorted(cfg))
+        info = {**d.info, "configuration": cfg, "detection_data": detection}
+        hs = HeadSet(d.heads.heads, name="qrhead", model=scorer.model_name, shape=scorer.shape,
+                     info=info, weights=None if d.weights is None else tuple(float(x) for x in d.weights))
+        path = folder / f"{i:02d}-{slug}.json"
+        hs.to_json(path)
+        out.append(path)
+    return out
 
 
 def markdown(report: dict[str, Any]) -> str:
