@@ -9,7 +9,7 @@
 #
 # Sets (see qrhead_integrations/eval/sets.py): detection on SciFact *train* claims and on NQ-open questions
 # 0-63 of a seeded shuffle; evaluation on SciFact *test* (the seeded 60 and a second, disjoint 60),
-# NQ-open multi-document (questions 1000-1059), HotpotQA-100 and SQuAD article chunks. Passages are cut to
+# NQ-open multi-document (questions 1000-1039; the plan reads up to 1059), HotpotQA-100 and SQuAD article chunks. Passages are cut to
 # 128 tokens (flagged), as in every earlier result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,23 +23,26 @@ for step in "${steps[@]}"; do
     run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 128 --orders shuffled
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60
     run qrhead eval collect --model $M --data "$D" --set hotpotqa
+    run qrhead eval collect --model $M --data "$D" --set nq --queries 40 --skip 1000
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60 --skip 60 --orders first_stage
     run qrhead eval collect --model $M --data "$D" --set nq --queries 64 --skip 0 --orders shuffled
-    run qrhead eval collect --model $M --data "$D" --set nq --queries 60 --skip 1000
-    run qrhead eval collect --model $M --data "$D" --set squad --queries 40 --max-passage-tokens 512
-    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60 --skip 60
+    # not run yet (CPU time): NQ evaluation questions 40-59, SQuAD chunks
+    # run qrhead eval collect --model $M --data "$D" --set nq --queries 20 --skip 1040
+    # run qrhead eval collect --model $M --data "$D" --set squad --queries 40 --max-passage-tokens 512
     ;;
   collect-qwen05)
-    # A reduced protocol (CPU time: ~2.5x SmolLM2's per prompt): fewer detection examples and queries.
+    # A reduced protocol (CPU time: ~2.5x SmolLM2's per prompt): SciFact-train detection, HotpotQA 40 in
+    # both orders, SciFact test 30 in first-stage order.
     M=qwen2.5-coder-0.5b-instruct
-    run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 48 --orders shuffled
-    run qrhead eval collect --model $M --data "$D" --set nq --queries 48 --skip 0 --orders shuffled
-    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 40
-    run qrhead eval collect --model $M --data "$D" --set hotpotqa --queries 60
-    run qrhead eval collect --model $M --data "$D" --set nq --queries 40 --skip 1000
+    run qrhead eval collect --model $M --data "$D" --set scifact-train --queries 32 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set hotpotqa --queries 40
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 30 --orders first_stage
     ;;
   study)
-    run qrhead eval study --model smollm2-135m-instruct --data "$D" --out docs/results/study-smollm2.json
-    run qrhead eval study --model qwen2.5-coder-0.5b-instruct --data "$D" --out docs/results/study-qwen05.json
+    run qrhead eval study --model smollm2-135m-instruct --data "$D" --out docs/results/study-smollm2.json \
+      --heads-dir docs/results/study-smollm2-heads
+    run qrhead eval study --model qwen2.5-coder-0.5b-instruct --data "$D" --out docs/results/study-qwen05.json \
+      --heads-dir docs/results/study-qwen05-heads
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
   esac
