@@ -448,11 +448,14 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     fn32 = _scorer_fn(head_rows(d32.heads.heads, H), Variant(), d32.weights)
     w32 = fit_fusion_weight(fusion_sets, fn32, "linear")
     add("fusion", f"QRHead 32 fitted + BM25, linear (w={w32:g}, fitted)", fn32, f"linear:{w32}")
+    add("fusion", f"QRHead 32 fitted + input order, linear on 1/rank (w={w32:g}, no scores)", fn32,
+        f"order-linear:{w32}")
+    d32.info["fitted_fusion_weight"] = {"linear": w32, "detection data": base["data"]}
 
     # the fusion weights fitted on the detection data, recorded with the base head set they were fitted for
     b.info["fitted_fusion_weight"] = {"linear": w_lin, "detection data": base["data"]}
     if heads_dir is not None:
-        save_head_sets(scorer, detected, Path(heads_dir), {k: s.data.description for k, s in detect_sets.items()})
+        save_head_sets(scorer, detected, Path(heads_dir), {names[k]: detect_sets[k].data.description for k in present})
         log(f"head sets written to {heads_dir}")
 
     results: dict[str, Any] = {}
@@ -497,7 +500,8 @@ def save_head_sets(scorer: QRHeadScorer, detected: dict[str, DetectedHeads], fol
     for i, d in enumerate(sorted(detected.values(), key=lambda v: v.name)):
         cfg = json.loads(d.name)
         slug = "-".join(str(cfg[k]).replace(" ", "_").replace("/", "_").lower() for k in sorted(cfg))
-        info = {**d.info, "configuration": cfg, "detection_data": detection}
+        used = list(detection) if cfg["data"] == "both" else [cfg["data"]]
+        info = {**d.info, "configuration": cfg, "data": "; ".join(f"{k}: {detection[k]}" for k in used)}
         hs = HeadSet(d.heads.heads, name="qrhead", model=scorer.model_name, shape=scorer.shape,
                      info=info, weights=None if d.weights is None else tuple(float(x) for x in d.weights))
         path = folder / f"{i:02d}-{slug}.json"
