@@ -272,9 +272,16 @@ def _copy_value(value: Any) -> Any:
         return value
 
 
-def first_stage_scores(scores: Sequence[Any]) -> list[float] | None:
-    """The first-stage scores when every candidate has a finite one, else None: then the input order is the
-    first stage (a documented fallback, logged when only some candidates lack a usable score)."""
+def input_order_scores(n: int) -> list[float]:
+    """The first stage as the adapters know it when it gave no scores: its order, as reciprocal ranks
+    (what linear fusion uses for a missing first stage; reciprocal-rank fusion reads the same order)."""
+    return [1.0 / (i + 1) for i in range(n)]
+
+
+def first_stage_scores(scores: Sequence[Any]) -> list[float]:
+    """The first-stage scores when every candidate has a finite one, else the input order as reciprocal
+    ranks (:func:`input_order_scores`): the candidates of a retriever arrive best first (a documented
+    fallback, logged when only some candidates lack a usable score)."""
     values = []
     bad = 0
     for s in scores:
@@ -293,7 +300,7 @@ def first_stage_scores(scores: Sequence[Any]) -> list[float] | None:
     if values:
         logger.info("%d of %d candidates have no finite first-stage score: the input order stands in for the "
                     "first stage", bad, bad + len(values))
-    return None
+    return input_order_scores(bad + len(values))
 
 
 # --- several queries at once -------------------------------------------------------------------------

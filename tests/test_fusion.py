@@ -52,3 +52,37 @@ def test_scorer_rank_with_fusion():
     assert {r.index: r.first_stage_score for r in res} == {0: 0, 1: 3, 2: 2, 3: 1}
     with pytest.raises(ValueError, match="fusion"):
         QRHeadScorer.from_model(model, tok, heads=[(1, 0)], fusion="max")
+
+
+def test_auto_fusion_is_the_head_sets_recommendation_applied_with_a_first_stage():
+    """fusion="auto" (the default): the head set's recommended fusion, applied when first-stage scores are
+    given; a plain list of passages is not taken for a ranking. The adapters pass their retriever's order
+    as reciprocal ranks when it gave no scores, so they fuse either way."""
+    from langchain_core.documents import Document
+
+    from qrhead_integrations.engine.heads import HeadSet
+    from qrhead_integrations.langchain import QRHeadReranker
+
+    tok = load_tokenizer("smollm2")
+    model = tiny_model("llama", tok)
+    passages = ["alpha beta", "gamma delta", "epsilon", "zeta eta theta"]
+    first = [0.0, 3.0, 2.0, 1.0]
+    heads = HeadSet(((1, 0), (2, 1)), info={"recommended_options": {"fusion": "rrf", "fusion_weight": 0.0}})
+    auto = QRHeadScorer.from_model(model, tok, heads=heads)
+    plain = QRHeadScorer.from_model(model, tok, heads=heads, fusion=None)
+    assert auto.effective_options.fusion == "rrf" and auto.effective_options.fusion_weight == 0.0
+    # without first-stage scores: no fusion (the QRHead ranking)
+    no_fs = auto.rank("q", passages)
+    assert [r.index for r in no_fs] == [r.index for r in plain.rank("q", passages)] and not no_fs[0].fused
+    # with them: the recommendation (weight 0 = the first stage alone)
+    assert [r.index for r in auto.rank("q", passages, first_stage_scores=first)] == [1, 2, 3, 0]
+    # an explicit fusion without scores fuses with the input order
+    explicit = QRHeadScorer.from_model(model, tok, heads=heads, fusion="rrf")
+    assert [r.index for r in explicit.rank("q", passages)] == [0, 1, 2, 3]
+    # the LangChain adapter: the retriever's order is the first stage
+    docs = [Document(page_content=p) for p in passages]
+    out = QRHeadReranker.from_scorer(auto, top_n=None).compress_documents(docs, "q")
+    assert [d.page_content for d in out] == passages
+    # a head set without a recommendation: auto = no fusion at all
+    bare = QRHeadScorer.from_model(model, tok, heads=[(1, 0), (2, 1)])
+    assert bare.effective_options.fusion is None

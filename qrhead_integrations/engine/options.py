@@ -71,8 +71,10 @@ class ScoringOptions:
         256, "Longest query (tokens) that encode() reserves room for when it plans windows.", minimum=1)
     fusion: Fusion | None = _option(
         "auto", "Fuse the QRHead score with the first stage: 'auto' (what the head set recommends, measured for "
-                "its model; none recommended = no fusion), None, 'rrf' (reciprocal rank) or 'linear' (min-max "
-                "normalised scores). Without first-stage scores the input order is the first stage.")
+                "its model, applied when first-stage scores are given; the adapters pass their retriever's "
+                "scores, or its order as reciprocal ranks), None, 'rrf' (reciprocal rank) or 'linear' (min-max "
+                "normalised scores); an explicit 'rrf'/'linear' without first-stage scores fuses with the "
+                "input order.")
     fusion_weight: float | None = _option(
         None, "QRHead share of the fused score (the first stage gets 1 - fusion_weight). None = the head set's "
               "recommendation, else 0.5.", minimum=0.0, maximum=1.0)

@@ -229,7 +229,7 @@ class EncodedPassages:
 
     def _rank(self, query: str, top_k: int | None, fs: list[float] | None, evidence: int) -> list[RankedPassage]:
         scores, combined = self._score(query)
-        ranked = rank_passages(self.layout.passages, scores, self.scorer.effective_options, top_k=top_k,
+        ranked = rank_passages(self.layout.passages, scores, self.scorer.applied_options(fs is not None), top_k=top_k,
                                truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs)
         if evidence:
             found = self._evidence(combined, [r.index for r in ranked], evidence)
@@ -273,7 +273,8 @@ class QRHeadScorer:
         ) or type(model).__name__
         self.heads = resolve_heads(heads, self.shape, self.model_name)
         self.prompt_template: PromptTemplate = resolve_template(opts.template, tokenizer)
-        #: The options as applied: ``fusion="auto"`` / ``fusion_weight=None`` resolved from the head set.
+        #: The options as applied: ``fusion="auto"`` / ``fusion_weight=None`` resolved from the head set
+        #: (the fusion applies when first-stage scores are given: :meth:`applied_options`).
         self.effective_options = opts.resolved(self.heads.info.get("recommended_options"))
         self.device = input_device(model)  # where input ids go (the embedding's device under a device map)
         self._plans: dict[tuple, CapturePlan] = {}
@@ -291,6 +292,15 @@ class QRHeadScorer:
             raise AttributeError(f"scorer options are fixed: use scorer.with_options({name}=...) for a new scorer "
                                  "on the same weights")
         object.__setattr__(self, name, value)
+
+    def applied_options(self, first_stage: bool) -> ScoringOptions:
+        """The options a ranking uses: :attr:`effective_options`, except that ``fusion="auto"`` fuses only
+        when first-stage scores are given (``first_stage``). A plain list of passages is not taken for a
+        ranking; an explicit ``fusion="linear"`` / ``"rrf"`` does fuse with the input order then."""
+        opts = self.effective_options
+        if not first_stage and self.options.fusion == "auto" and opts.fusion is not None:
+            return dataclasses.replace(opts, fusion=None)
+        return opts
 
     def with_options(self, *, heads: HeadSpec = _KEEP, **changes: Any) -> QRHeadScorer:
         """A new scorer on the same model and tokenizer with some options (or the heads) changed."""

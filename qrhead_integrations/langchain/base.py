@@ -20,7 +20,15 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field
 
-from .._adapter import RankJob, ScorerConfig, copy_metadata, evidence_metadata, first_stage_scores, rank_jobs
+from .._adapter import (
+    RankJob,
+    ScorerConfig,
+    copy_metadata,
+    evidence_metadata,
+    first_stage_scores,
+    input_order_scores,
+    rank_jobs,
+)
 from ..engine.ranking import RankedPassage
 
 RUN_NAME = "QRHeadReranker"
@@ -68,9 +76,10 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
 
     # --- ranking --------------------------------------------------------------------------------
     def _job(self, query: str, documents: Sequence[Document], top_n: int | None) -> RankJob:
-        first_stage = None
         if self.first_stage_score_key is not None:
             first_stage = first_stage_scores([d.metadata.get(self.first_stage_score_key) for d in documents])
+        else:  # the retriever's order is the first stage
+            first_stage = input_order_scores(len(documents))
         return RankJob(query, [d.page_content for d in documents], self.top_n if top_n is None else top_n,
                        first_stage, self.evidence)
 
