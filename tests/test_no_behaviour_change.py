@@ -17,11 +17,17 @@ pytestmark = pytest.mark.real_model
 FIXTURE = json.loads((Path(__file__).parent / "data" / "scores_before_redesign.json").read_text())
 
 
+# the head set shipped at that commit (the default model's registered set has been re-detected since:
+# docs/quality.md)
+HEADS_THEN = [(23, 2), (21, 8), (17, 3), (22, 7), (18, 7), (18, 6), (17, 4), (14, 3), (20, 3), (23, 7), (7, 7),
+              (15, 6), (17, 0), (20, 6), (22, 4), (23, 1)]
+
+
 @pytest.fixture(scope="module")
 def base():
-    # the options these scores were made with (the defaults of that commit), whatever today's defaults are
-    return QRHeadScorer.from_pretrained(None, "qrhead", query_rows="query", token_filter=None, head_reduction="mean",
-                                        template="qrhead", fusion=None, max_passage_tokens=None)
+    # the heads and options these scores were made with (that commit's defaults), whatever today's defaults are
+    return QRHeadScorer.from_pretrained(None, HEADS_THEN, query_rows="query", token_filter=None,
+                                        head_reduction="mean", template="qrhead", fusion=None, max_passage_tokens=None)
 
 
 @pytest.mark.parametrize("case", FIXTURE["cases"], ids=[c["name"] for c in FIXTURE["cases"]])

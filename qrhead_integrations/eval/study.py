@@ -153,8 +153,12 @@ def detect(shape: ModelShape, sets: Sequence[DetectSet], variant: Variant, *, k:
     if fit:
         rows = np.array(best)
         weights = fit_head_weights([m[rows] for m in masses], golds)
+    # the variant as the engine's options name it (ScoringOptions.variant): a scorer with other options warns
+    options = {"query_rows": variant.rows, "token_filter": "2sigma" if variant.token_filter else None,
+               "calibrate": variant.calibrate, "template": "qrhead"}
     return DetectedHeads(name, heads, weights, info={"examples": len(masses), "criterion": criterion,
-                                                      "variant": variant.label, "k": k, "fitted": fit})
+                                                      "variant": options, "variant_label": variant.label, "k": k,
+                                                      "fitted": fit})
 
 
 def fit_fusion_weight(sets: Sequence[DetectSet], score: Callable[[StoredMasses], np.ndarray], method: str = "linear",
