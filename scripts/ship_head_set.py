@@ -22,7 +22,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("detected")
     p.add_argument("--variant", default="qrhead")
-    p.add_argument("--command", required=True, help="the command that produced DETECTED")
+    p.add_argument("--command", required=True,
+                   help="the command that produced DETECTED (a file that records its source keeps that)")
     p.add_argument("--alias", action="append", default=[])
     p.add_argument("--recommend", action="append", default=[], metavar="OPTION=VALUE",
                    help="a scoring option measured best with this head set (info['recommended_options']: what "
@@ -36,7 +37,8 @@ def main() -> None:
     data["name"] = args.variant
     data["variant"] = args.variant
     data["aliases"] = args.alias
-    data.setdefault("info", {})["source"] = f"detected by qrhead-integrations: {args.command}"
+    # a set that is already registered keeps the command that detected it (re-shipping adds a recommendation)
+    data.setdefault("info", {}).setdefault("source", f"detected by qrhead-integrations: {args.command}")
     if args.recommend:
         from qrhead_integrations import ScoringOptions
 

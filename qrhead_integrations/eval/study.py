@@ -455,6 +455,12 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     add("fusion", f"QRHead 32 fitted + input order, linear on 1/rank (w={w32:g}, no scores)", fn32,
         f"order-linear:{w32}")
     d32.info["fitted_fusion_weight"] = {"linear": w32, "detection data": base["data"]}
+    registered = first_stage_heads(scorer, "qrhead")
+    if registered is not None:  # the set registered when the study runs, fused (what shipping a recommendation gives)
+        weights = None if registered.weights is None else np.asarray(registered.weights)
+        fn_reg = _scorer_fn(head_rows(registered.heads, H), Variant(), weights)
+        w_reg = fit_fusion_weight(fusion_sets, fn_reg, "linear")
+        add("fusion", f"registered QRHead set + BM25, linear (w={w_reg:g}, fitted)", fn_reg, f"linear:{w_reg}")
 
     # the fusion weights fitted on the detection data, recorded with the base head set they were fitted for
     b.info["fitted_fusion_weight"] = {"linear": w_lin, "detection data": base["data"]}
