@@ -223,12 +223,6 @@ class _ScorerConfigBase(BaseModel):
         self._slot.pin(scorer, self.scorer_settings(), as_is=same)
         return self
 
-    @classmethod
-    def _from_llm_parts(cls, scorer_from_llm: Any, llm: Any, heads: Any, model_name: str | None,
-                        kwargs: dict[str, Any]) -> Self:
-        scorer = scorer_from_llm(llm, heads, model_name=model_name)
-        return cls.from_scorer(scorer, **kwargs)
-
 
 ScorerConfig: type[_ScorerConfigBase] = create_model(  # type: ignore[call-overload]
     "ScorerConfig",

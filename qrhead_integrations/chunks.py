@@ -345,18 +345,22 @@ def select_chunks(
     check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
     scorer = selection_scorer(scorer, candidate_order, fuse=first_stage_scores is not None)
     chunks = _check_chunks(chunks)
+    top_k = _default_top_k(top_k, token_budget)
     if not chunks:
         check_query(query)
-        return ChunkSelection(query, (), 0, 0, token_budget, top_k if top_k or token_budget else 5,
-                              keep_document_order, trim_to_evidence)
+        return ChunkSelection(query, (), 0, 0, token_budget, top_k, keep_document_order, trim_to_evidence)
     extra = {"evidence": trim_to_evidence} if trim_to_evidence else {}
-    ranked = scorer.rank(query, [c.text for c in chunks],
-                         top_k=None if token_budget is not None else top_k or 5,
+    ranked = scorer.rank(query, [c.text for c in chunks], top_k=None if token_budget is not None else top_k,
                          first_stage_scores=first_stage_scores, **extra)
     return select_from_ranking(
         query, chunks, ranked, top_k=top_k, token_budget=token_budget, keep_document_order=keep_document_order,
         count_tokens=count_tokens if count_tokens is not None else scorer.count_tokens,
         trim_to_evidence=trim_to_evidence, evidence_context=evidence_context)
+
+
+def _default_top_k(top_k: int | None, token_budget: int | None) -> int | None:
+    """5 chunks when neither a number nor a token budget is given."""
+    return 5 if top_k is None and token_budget is None else top_k
 
 
 def _check_chunks(chunks: Sequence[Chunk]) -> list[Chunk]:
@@ -405,8 +409,7 @@ def select_from_ranking(
     evidence=N)`` when many questions share one document (the document is read once). ``count_tokens``
     defaults to counting whitespace-separated words (pass a tokenizer or a callable)."""
     check_selection_options(top_k, token_budget, None, trim_to_evidence, evidence_context)
-    if top_k is None and token_budget is None:
-        top_k = 5
+    top_k = _default_top_k(top_k, token_budget)
     chunks = _check_chunks(chunks)
     count = token_counter(count_tokens) if count_tokens is not None else (lambda t: len(t.split()))
     picked: list[SelectedChunk] = []

@@ -588,25 +588,25 @@ def markdown_table(summary: dict[str, Any], title: str) -> str:
 
 # --- memory ------------------------------------------------------------------------------------
 
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory (VmHWM), MiB; None where /proc is missing."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``), MiB; None where /proc is missing."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM), MiB; None where /proc is missing."""
+    return _proc_status_mb("VmHWM")
 
 
 def rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    """This process's resident memory (VmRSS), MiB; None where /proc is missing."""
+    return _proc_status_mb("VmRSS")
 
 
 def reset_peak_rss() -> bool:

@@ -72,7 +72,7 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
         fields (``top_n``, scoring options...)."""
         from .llm import scorer_from_llm
 
-        return cls._from_llm_parts(scorer_from_llm, llm, heads, model_name, kwargs)
+        return cls.from_scorer(scorer_from_llm(llm, heads, model_name=model_name), **kwargs)
 
     # --- ranking --------------------------------------------------------------------------------
     def _job(self, query: str, documents: Sequence[Document], top_n: int | None) -> RankJob:

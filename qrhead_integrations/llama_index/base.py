@@ -97,7 +97,7 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
         (``top_n``, scoring options...)."""
         from .llm import scorer_from_llm
 
-        return cls._from_llm_parts(scorer_from_llm, llm, heads, model_name, kwargs)
+        return cls.from_scorer(scorer_from_llm(llm, heads, model_name=model_name), **kwargs)
 
     def _postprocess_nodes(
         self,
