@@ -26,6 +26,7 @@ for step in "${steps[@]}"; do
     run qrhead eval collect --model $M --data "$D" --set nq --queries 40 --skip 1000
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60 --skip 60 --orders first_stage
     run qrhead eval collect --model $M --data "$D" --set nq --queries 64 --skip 0 --orders shuffled
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 180 --skip 120 --orders first_stage
     # not run yet (CPU time): NQ evaluation questions 40-59, SQuAD chunks
     # run qrhead eval collect --model $M --data "$D" --set nq --queries 20 --skip 1040
     # run qrhead eval collect --model $M --data "$D" --set squad --queries 40 --max-passage-tokens 512
@@ -40,7 +41,8 @@ for step in "${steps[@]}"; do
     ;;
   study)
     run qrhead eval study --model smollm2-135m-instruct --data "$D" --out docs/results/study-smollm2.json \
-      --heads-dir docs/results/study-smollm2-heads
+      --heads-dir docs/results/study-smollm2-heads \
+      --compare-heads "QRHead set shipped before the study (16 heads)=docs/results/baseline-heads/smollm2-135m-instruct.before-study.qrhead.json"
     run qrhead eval study --model qwen2.5-coder-0.5b-instruct --data "$D" --out docs/results/study-qwen05.json \
       --heads-dir docs/results/study-qwen05-heads
     ;;

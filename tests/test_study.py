@@ -125,8 +125,10 @@ def test_the_whole_study_on_tiny_sets(scorer, data_root, tmp_path):
         for order in orders:
             collect(scorer, data.items, order=order, seed=0, store=_store(scorer, tmp_path, data, order),
                     show_progress=False)
+    before = tmp_path / "before.qrhead.json"
+    HeadSet.random_heads(scorer.shape, 3, seed=7).to_json(before)
     report = run_study(scorer, data_root, tmp_path, plan, random_seeds=2, min_detect=1, heads_dir=tmp_path / "heads",
-                       log=lambda s: None)
+                       compare_heads={"set before": str(before)}, log=lambda s: None)
     files = sorted((tmp_path / "heads").glob("*.json"))
     assert len(files) == len(report["head_sets"])
     loaded = [HeadSet.from_json(f) for f in files]
@@ -138,9 +140,17 @@ def test_the_whole_study_on_tiny_sets(scorer, data_root, tmp_path):
     assert set(res) == {"first_stage", "shuffled"}
     methods = [m for g in report["groups"].values() for m in g]
     assert "BM25" in methods and "random heads" in res["first_stage"] and "random#0" not in res["first_stage"]
+    assert "set before" in report["groups"]["baselines"] and "set before" in res["shuffled"]
     # each order on the queries stored for it
     assert all(len(v["nDCG@10"]) == 5 for v in res["first_stage"].values())
     assert all(len(v["nDCG@10"]) == 3 for v in res["shuffled"].values())
     md = markdown(report)
     assert "| method |" in md and "vs BM25" in md
     HeadSet.from_dict({"heads": next(iter(report["head_sets"].values()))["heads"]})  # head sets are reported
+
+
+def test_study_compare_heads_must_exist(scorer, data_root, tmp_path):
+    plan = {"detect": {}, "eval": {}}
+    with pytest.raises(FileNotFoundError, match="cannot read"):
+        run_study(scorer, data_root, tmp_path, plan, min_detect=1, compare_heads={"x": str(tmp_path / "nope.json")},
+                  log=lambda s: None)

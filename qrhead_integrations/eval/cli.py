@@ -65,6 +65,9 @@ def add_eval_parser(sub: Any) -> None:
     st.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     st.add_argument("--heads-dir", default=None,
                     help="write every head set the study detects here (head-set JSON files, to ship one)")
+    st.add_argument("--compare-heads", action="append", default=[], metavar="LABEL=PATH",
+                    help="also evaluate this head-set file as a baseline row named LABEL (repeatable), "
+                         "e.g. the set shipped before a study")
     st.set_defaults(func=cmd_study)
 
     n = esub.add_parser("needle", help="needle in a haystack: retrieval-head detection and head masking")
@@ -189,7 +192,7 @@ STUDY_PLAN = {
     # what the study reads from the store (scripts/quality_study.sh collects it); a set or order not
     # (yet) stored is left out of the report, each order is evaluated on the queries stored for it
     "detect": {"scifact": ("scifact-train", 128, 0), "nq": ("nq", 64, 0)},
-    "eval": {"scifact-test": [(60, 0), (60, 60)], "nq": [(60, 1000)], "hotpotqa": [(None, 0)],
+    "eval": {"scifact-test": [(60, 0), (60, 60), (180, 120)], "nq": [(60, 1000)], "hotpotqa": [(None, 0)],
              "squad": {"questions": 40, "chunk_tokens": 256, "max_passage_tokens": 512}},
 }
 STUDY_PLAN_SMALL = {  # Qwen2.5-Coder-0.5B: ~2.5x SmolLM2's CPU time per prompt, a reduced protocol
@@ -204,8 +207,16 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     scorer = _scorer(args)
     plan = STUDY_PLAN_SMALL if "qwen" in scorer.model_name.lower() else STUDY_PLAN
+    compare = {}
+    for item in args.compare_heads:
+        label, sep, path = item.partition("=")
+        if not sep or not label.strip() or not path.strip():
+            raise SystemExit(f"qrhead: error: --compare-heads {item!r}: expected LABEL=PATH")
+        if not Path(path).is_file():
+            raise SystemExit(f"qrhead: error: --compare-heads {item!r}: no such file {path}")
+        compare[label.strip()] = path.strip()
     report = run_study(scorer, _data_root(args), _cache(args) / "tokens", plan, min_detect=plan.get("min_detect", 32),
-                       heads_dir=Path(args.heads_dir) if args.heads_dir else None,
+                       heads_dir=Path(args.heads_dir) if args.heads_dir else None, compare_heads=compare,
                        log=lambda s: print(s, file=sys.stderr))
     save(args.out, report)
     Path(args.out).with_suffix(".md").write_text(markdown(report))

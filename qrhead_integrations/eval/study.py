@@ -369,11 +369,20 @@ def _scorer_fn(rows: np.ndarray, variant: Variant, weights: np.ndarray | None = 
 
 
 def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any], *, random_seeds: int = 5,
-              min_detect: int = 32, heads_dir: Path | None = None,
+              min_detect: int = 32, heads_dir: Path | None = None, compare_heads: dict[str, str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Detect every head set of the study on the detection sets and evaluate every method on every set."""
+    """Detect every head set of the study on the detection sets and evaluate every method on every set.
+
+    ``compare_heads``: more fixed head sets to evaluate as baselines, ``{label: head-set JSON path}``.
+    """
     shape = scorer.shape
     H = shape.num_heads
+    compared = {}
+    for label, path in (compare_heads or {}).items():  # read first: a bad path fails before any work
+        hs = first_stage_heads(scorer, Path(path))
+        if hs is None:
+            raise FileNotFoundError(f"compare head set {label!r}: cannot read {path} as a head set for {scorer.model_name}")
+        compared[label] = hs
     detect_sets, eval_sets = load_sets(scorer, root, cache, plan)
     for k, s in detect_sets.items():
         log(f"detection set {k}: {len(s.golds()[0])} examples with a gold passage ({s.data.description})")
@@ -408,14 +417,18 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     for s in range(random_seeds):
         rnd = HeadSet.random_heads(shape, 16, seed=s)
         methods[f"random#{s}"] = (_scorer_fn(head_rows(rnd.heads, H), Variant()), None)
-    for label, spec in (("retrieval heads (copy-paste)", "retrieval"), ("shipped QRHead set (before)", "qrhead")):
-        hs = first_stage_heads(scorer, spec)
+    # fixed head sets: the registered ones (with their weights, alone) and any given as files, e.g. the set
+    # shipped before a study, so that a rerun keeps comparing against it
+    fixed = [(label, first_stage_heads(scorer, spec)) for label, spec in
+             (("retrieval heads (copy-paste)", "retrieval"), ("registered QRHead set (alone)", "qrhead"))]
+    fixed += list(compared.items())
+    for label, hs in fixed:
         if hs is not None:
-            methods[label] = (_scorer_fn(head_rows(hs.heads, H), Variant()), None)
+            w = None if hs.weights is None else np.asarray(hs.weights)
+            methods[label] = (_scorer_fn(head_rows(hs.heads, H), Variant(), w), None)
     # one factor at a time around the base configuration
     groups: dict[str, list[str]] = {"baselines": ["BM25", "dense (MiniLM)", "all heads (ICR)", "random heads"]
-                                    + [m for m in ("retrieval heads (copy-paste)", "shipped QRHead set (before)")
-                                       if m in methods]}
+                                    + [label for label, _ in fixed if label in methods]}
 
     def add(group: str, name: str, fn: Callable[[StoredMasses], np.ndarray], fusion: str | None = None) -> None:
         methods[name] = (fn, fusion)
