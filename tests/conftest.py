@@ -34,8 +34,35 @@ def load_tokenizer(name: str):
     return tok
 
 
+#: Heads of the tiny 4-layer models that the adapter tests score with, and the short facts they rank.
+TINY_HEADS = [(1, 0), (2, 1), (3, 3)]
+FACTS = [
+    "The Eiffel Tower was finished in 1889 for the World's Fair in Paris.",
+    "Honey bees tell their hive mates where flowers are with a waggle dance.",
+    "The Amazon carries more water to the sea than any other river.",
+    "Mount Everest rises 8,849 metres above sea level.",
+    "Insulin, a hormone made by the pancreas, lowers blood sugar.",
+    "Jupiter is the largest planet in the Solar System.",
+]
+FACT_QUERY = "Which tower was built for the 1889 World's Fair?"
+
+
 @pytest.fixture(scope="session")
-def smol_tokenizer():
+def model_dir(tmp_path_factory) -> str:
+    """The standard tiny Llama (random weights, SmolLM2's tokenizer) saved as a model folder, built once.
+
+    Modules that need another model define their own ``model_dir``; nothing may write into this one.
+    """
+    tok = load_tokenizer("smollm2")
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama", tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """SmolLM2's real tokenizer, the one the tiny test models are built for."""
     return load_tokenizer("smollm2")
 
 

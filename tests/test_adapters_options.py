@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_tokenizer, tiny_model
+from conftest import TINY_HEADS
 
 from qrhead_integrations._adapter import (
     ADAPTER_OPTION_NAMES,
@@ -23,7 +23,7 @@ from qrhead_integrations._adapter import (
 from qrhead_integrations.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-HEADS = [(1, 0), (2, 1), (3, 3)]
+HEADS = TINY_HEADS
 LABELLED = [
     ("Which tower was built for the 1889 World's Fair?",
      ["The Eiffel Tower was finished in 1889 for the World's Fair in Paris.",
@@ -33,15 +33,6 @@ LABELLED = [
      ["Mount Everest rises 8,849 metres above sea level.", "Jupiter is the largest planet in the Solar System.",
       "Insulin, a hormone made by the pancreas, lowers blood sugar."], {1}),
 ]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = load_tokenizer("smollm2")
-    folder = tmp_path_factory.mktemp("tiny-llama-options")
-    tiny_model("llama", tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
 
 
 # --- docs -----------------------------------------------------------------------------------------------

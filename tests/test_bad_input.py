@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from conftest import load_tokenizer, tiny_model
+from conftest import tiny_model
 
 from qrhead_integrations import HeadSetError, QRHeadError, QRHeadScorer
 from qrhead_integrations.engine.errors import ContextBudgetError
@@ -20,11 +20,6 @@ HEADS = [(1, 0), (2, 1), (3, 3)]
 P = ["Alpha Centauri is the closest star system to the Sun.", {"title": "Bees", "text": "Bees dance."},
      "The Danube flows through ten countries."]
 Q = "closest star?"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")

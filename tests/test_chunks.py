@@ -6,7 +6,7 @@ import random
 from itertools import pairwise
 
 import pytest
-from conftest import load_tokenizer, tiny_model
+from conftest import tiny_model
 
 from qrhead_integrations import QRHeadScorer, ScoringOptions
 from qrhead_integrations.chunks import (
@@ -27,11 +27,6 @@ DOC = (
     "Repeated line.\nRepeated line.\nRepeated line.\n\n"
     "Earthquakes damaged it in the fourteenth century, and its stones were reused in a fort."
 )
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")

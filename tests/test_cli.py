@@ -8,18 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import load_tokenizer, tiny_model
 
 from qrhead_integrations.cli import UsageError, main, read_passages
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = load_tokenizer("smollm2")
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama", tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture

@@ -33,11 +33,6 @@ SPLIT = {
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
-
-
-@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tok):
     folder = tmp_path_factory.mktemp("tiny-llama-dm")
     tiny_model("llama", tok, layers=5, seed=3).save_pretrained(folder)

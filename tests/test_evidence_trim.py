@@ -4,7 +4,7 @@ with exact offsets, under the token budget; select_from_ranking on a ranking com
 from __future__ import annotations
 
 import pytest
-from conftest import load_tokenizer, tiny_model
+from conftest import tiny_model
 
 from qrhead_integrations import QRHeadScorer
 from qrhead_integrations.chunks import evidence_pieces, locate_chunks, select_chunks, select_from_ranking
@@ -23,11 +23,6 @@ SECTIONS = [
     "installed at Cordouan in 1823.",
 ]
 DOC = "\n\n".join(SECTIONS)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, load_tokenizer, tiny_model
+from conftest import REPO
 
 EXAMPLES = REPO / "examples"
 HEADS = "1-0,2-1,3-3"
@@ -25,15 +25,6 @@ def load_example(name: str):
     sys.modules[spec.name] = module  # as for a script run: pydantic resolves annotations through it
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = load_tokenizer("smollm2")
-    folder = tmp_path_factory.mktemp("tiny-llama-examples")
-    tiny_model("llama", tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
 
 
 def _ranked_lines(out: str, section: str) -> list[str]:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_tokenizer, tiny_model
+from conftest import tiny_model
 
 from qrhead_integrations import HeadSetNotFoundError, QRHeadScorer
 from qrhead_integrations._llm import model_name_of
@@ -18,11 +18,6 @@ PASSAGES = ["Insulin, a hormone made by the pancreas, lowers blood sugar.",
             "Mount Everest is 8,849 metres high.",
             "The Treaty of Versailles ended the First World War."]
 QUERY = "Which organ makes insulin?"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,9 @@ import pickle
 import threading
 
 import pytest
+from conftest import FACT_QUERY as QUERY
+from conftest import FACTS as TEXTS
+from conftest import TINY_HEADS as HEADS
 from conftest import load_tokenizer, tiny_model
 
 pytest.importorskip("langchain_core")
@@ -35,26 +38,6 @@ from qrhead_integrations.langchain import (
     QRHeadRerankRetriever,
     select_document_chunks,
 )
-
-HEADS = [(1, 0), (2, 1), (3, 3)]
-TEXTS = [
-    "The Eiffel Tower was finished in 1889 for the World's Fair in Paris.",
-    "Honey bees tell their hive mates where flowers are with a waggle dance.",
-    "The Amazon carries more water to the sea than any other river.",
-    "Mount Everest rises 8,849 metres above sea level.",
-    "Insulin, a hormone made by the pancreas, lowers blood sugar.",
-    "Jupiter is the largest planet in the Solar System.",
-]
-QUERY = "Which tower was built for the 1889 World's Fair?"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = load_tokenizer("smollm2")
-    folder = tmp_path_factory.mktemp("tiny-llama-lc")
-    tiny_model("llama", tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture

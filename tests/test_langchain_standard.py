@@ -11,7 +11,9 @@ need pytest-asyncio's configuration.
 from __future__ import annotations
 
 import pytest
-from conftest import load_tokenizer, tiny_model
+from conftest import FACT_QUERY as QUERY
+from conftest import FACTS as TEXTS
+from conftest import TINY_HEADS as HEADS
 
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_text_splitters")
@@ -27,30 +29,11 @@ from qrhead_integrations.langchain import QRHeadChunkRetriever, QRHeadReranker, 
 
 pytestmark = pytest.mark.anyio
 
-HEADS = [(1, 0), (2, 1), (3, 3)]
-TEXTS = [
-    "The Eiffel Tower was finished in 1889 for the World's Fair in Paris.",
-    "Honey bees tell their hive mates where flowers are with a waggle dance.",
-    "The Amazon carries more water to the sea than any other river.",
-    "Mount Everest rises 8,849 metres above sea level.",
-    "Insulin, a hormone made by the pancreas, lowers blood sugar.",
-    "Jupiter is the largest planet in the Solar System.",
-]
-QUERY = "Which tower was built for the 1889 World's Fair?"
 
 
 @pytest.fixture(scope="module")
 def anyio_backend():
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = load_tokenizer("smollm2")
-    folder = tmp_path_factory.mktemp("tiny-llama-standard")
-    tiny_model("llama", tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
 
 
 class _WithModel:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import load_tokenizer, tiny_model
+from conftest import tiny_model
 
 from qrhead_integrations import QRHeadScorer
 from qrhead_integrations.chunks import locate_chunks
@@ -17,11 +17,6 @@ from qrhead_integrations.eval import qa
 pytest.importorskip("llama_index.llms.huggingface")
 
 HEADS = [(1, 0), (2, 1), (3, 3)]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")

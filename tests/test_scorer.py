@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import load_tokenizer, tiny_model
+from conftest import tiny_model
 from reference import reference_scores
 
 from qrhead_integrations import HeadSetError, QRHeadScorer, RankedPassage
@@ -23,11 +23,6 @@ PASSAGES = [
     "a",
     "",
 ]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")
