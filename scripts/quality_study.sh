@@ -27,9 +27,9 @@ for step in "${steps[@]}"; do
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 60 --skip 60 --orders first_stage
     run qrhead eval collect --model $M --data "$D" --set nq --queries 64 --skip 0 --orders shuffled
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 180 --skip 120 --orders first_stage
-    # not run yet (CPU time): NQ evaluation questions 40-59, SQuAD chunks
+    run qrhead eval collect --model $M --data "$D" --set squad --queries 40 --max-passage-tokens 512
+    # not run yet (CPU time): NQ evaluation questions 40-59
     # run qrhead eval collect --model $M --data "$D" --set nq --queries 20 --skip 1040
-    # run qrhead eval collect --model $M --data "$D" --set squad --queries 40 --max-passage-tokens 512
     ;;
   collect-qwen05)
     # A reduced protocol (CPU time: ~2.5x SmolLM2's per prompt): SciFact-train detection, HotpotQA 40 in

@@ -14,6 +14,7 @@ pytest.importorskip("ir_measures")
 pytest.importorskip("bm25s")
 
 from qrhead_integrations import HeadSet, QRHeadScorer
+from qrhead_integrations.eval.chunks import collect_chunks
 from qrhead_integrations.eval.collect import MassStore, collect
 from qrhead_integrations.eval.masses import shuffle_permutation
 from qrhead_integrations.eval.sets import load_set
@@ -59,6 +60,18 @@ def data_root(tmp_path_factory):
     rows = [{"question": f"what about {WORDS[i % len(WORDS)]} {i}", "answers": [f"ans{i}"], "title": f"P{i}",
              "text": _text(rng) + f" ans{i}"} for i in range(30)]
     (nq / "nq-open-oracle.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    squad = root / "squad-articles"
+    squad.mkdir()
+    articles, questions = [], []
+    for a in range(2):
+        text = " ".join(_text(rng, 20) for _ in range(8))
+        articles.append({"id": f"article-{a}", "title": f"A{a}", "text": text})
+        for j in range(2):
+            start = text.index(".", 40 * (2 * j + 1)) + 2
+            questions.append({"id": f"q{a}{j}", "doc_id": f"article-{a}", "question": " ".join(text[start:].split()[:4]),
+                              "answers": [text[start:].split()[0]], "evidence": [[start, start + 30]]})
+    (squad / "documents.jsonl").write_text("\n".join(json.dumps(d) for d in articles))
+    (squad / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
     return root
 
 
@@ -116,18 +129,24 @@ def test_detection_weights_and_fusion_weight(scorer, data_root, tmp_path):
 
 def test_the_whole_study_on_tiny_sets(scorer, data_root, tmp_path):
     plan = {"detect": {"scifact": ("scifact-train", 5, 0), "nq": ("nq", 4, 0)},
-            "eval": {"scifact-test": [(3, 0), (2, 3)], "nq": [(3, 10)]}}
+            "eval": {"scifact-test": [(3, 0), (2, 3)], "nq": [(3, 10)],
+                     "squad": {"questions": 3, "chunk_tokens": 32, "max_passage_tokens": 48}}}
+    # SQuAD chunks: each article encoded once for its questions, stored under the scorer's chunk options
+    n = collect_chunks(scorer.with_options(max_passage_tokens=48), data_root / "squad-articles", chunk_tokens=32,
+                       n_questions=3, cache_root=tmp_path, show_progress=False)
+    tokens = tmp_path / "tokens"  # where the CLI keeps the store
+    assert n == 3
     for name, n, skip, orders in [("scifact-train", 5, 0, ["shuffled"]), ("nq", 4, 0, ["shuffled"]),
                                   ("scifact-test", 3, 0, ["first_stage", "shuffled"]),
                                   ("scifact-test", 2, 3, ["first_stage"]),  # a second part in one order only
                                   ("nq", 3, 10, ["first_stage", "shuffled"])]:
         data = load_set(name, data_root, n=n, skip=skip)
         for order in orders:
-            collect(scorer, data.items, order=order, seed=0, store=_store(scorer, tmp_path, data, order),
+            collect(scorer, data.items, order=order, seed=0, store=_store(scorer, tokens, data, order),
                     show_progress=False)
     before = tmp_path / "before.qrhead.json"
     HeadSet.random_heads(scorer.shape, 3, seed=7).to_json(before)
-    report = run_study(scorer, data_root, tmp_path, plan, random_seeds=2, min_detect=1, heads_dir=tmp_path / "heads",
+    report = run_study(scorer, data_root, tokens, plan, random_seeds=2, min_detect=1, heads_dir=tmp_path / "heads",
                        compare_heads={"set before": str(before)}, log=lambda s: None)
     files = sorted((tmp_path / "heads").glob("*.json"))
     assert len(files) == len(report["head_sets"])
@@ -135,7 +154,9 @@ def test_the_whole_study_on_tiny_sets(scorer, data_root, tmp_path):
     assert all(h.model == scorer.model_name and h.shape == scorer.shape for h in loaded)
     assert any(h.weights is not None for h in loaded)  # the fitted-weight sets keep their weights
     assert any("fitted_fusion_weight" in h.info for h in loaded)
-    assert set(report["per_query"]) == {"scifact-test", "nq"}
+    assert set(report["per_query"]) == {"scifact-test", "nq", "squad"}
+    squad = report["per_query"]["squad"]
+    assert set(squad) == {"document"} and all(len(v["R@1"]) == 3 for v in squad["document"].values())
     res = report["per_query"]["scifact-test"]
     assert set(res) == {"first_stage", "shuffled"}
     methods = [m for g in report["groups"].values() for m in g]
