@@ -368,6 +368,12 @@ def _scorer_fn(rows: np.ndarray, variant: Variant, weights: np.ndarray | None = 
     return lambda m: passage_scores(m, variant, rows, weights)
 
 
+def _head_set_fn(hs: HeadSet, num_heads: int) -> Callable[[StoredMasses], np.ndarray]:
+    """Scores of a fixed head set (with its weights, if it has them), default variant."""
+    weights = None if hs.weights is None else np.asarray(hs.weights)
+    return _scorer_fn(head_rows(hs.heads, num_heads), Variant(), weights)
+
+
 def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any], *, random_seeds: int = 5,
               min_detect: int = 32, heads_dir: Path | None = None, compare_heads: dict[str, str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -419,13 +425,12 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
         methods[f"random#{s}"] = (_scorer_fn(head_rows(rnd.heads, H), Variant()), None)
     # fixed head sets: the registered ones (with their weights, alone) and any given as files, e.g. the set
     # shipped before a study, so that a rerun keeps comparing against it
-    fixed = [(label, first_stage_heads(scorer, spec)) for label, spec in
-             (("retrieval heads (copy-paste)", "retrieval"), ("registered QRHead set (alone)", "qrhead"))]
-    fixed += list(compared.items())
+    registered = first_stage_heads(scorer, "qrhead")
+    fixed = [("retrieval heads (copy-paste)", first_stage_heads(scorer, "retrieval")),
+             ("registered QRHead set (alone)", registered)] + list(compared.items())
     for label, hs in fixed:
         if hs is not None:
-            w = None if hs.weights is None else np.asarray(hs.weights)
-            methods[label] = (_scorer_fn(head_rows(hs.heads, H), Variant(), w), None)
+            methods[label] = (_head_set_fn(hs, H), None)
     # one factor at a time around the base configuration
     groups: dict[str, list[str]] = {"baselines": ["BM25", "dense (MiniLM)", "all heads (ICR)", "random heads"]
                                     + [label for label, _ in fixed if label in methods]}
@@ -468,10 +473,8 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
     add("fusion", f"QRHead 32 fitted + input order, linear on 1/rank (w={w32:g}, no scores)", fn32,
         f"order-linear:{w32}")
     d32.info["fitted_fusion_weight"] = {"linear": w32, "detection data": base["data"]}
-    registered = first_stage_heads(scorer, "qrhead")
     if registered is not None:  # the set registered when the study runs, fused (what shipping a recommendation gives)
-        weights = None if registered.weights is None else np.asarray(registered.weights)
-        fn_reg = _scorer_fn(head_rows(registered.heads, H), Variant(), weights)
+        fn_reg = methods["registered QRHead set (alone)"][0]
         w_reg = fit_fusion_weight(fusion_sets, fn_reg, "linear")
         add("fusion", f"registered QRHead set + BM25, linear (w={w_reg:g}, fitted)", fn_reg, f"linear:{w_reg}")
 
