@@ -117,6 +117,47 @@ def test_two_question_run_with_every_selector_resumes(generator, scorers, tmp_pa
     assert "| qrhead-trim@20 | 2 |" in md
 
 
+def test_a_selector_joins_a_finished_run(generator, scorers, tmp_path, monkeypatch):
+    """A rerun with one more selector answers that selector only; the earlier answers stay as they were."""
+    items = _items()
+    jsonl = tmp_path / "qa.jsonl"
+    first = qa.run_qa(items, generator, ["full", "bm25"], scorers, budget=40, jsonl=jsonl, show_progress=False)
+    monkeypatch.setattr(qa.Generator, "answer_many", lambda *a, **k: pytest.fail("full context answered again"))
+    asked = []
+    real = qa.Generator.answer
+    monkeypatch.setattr(qa.Generator, "answer", lambda self, c, q: asked.append(q) or real(self, c, q))
+    more = qa.run_qa(items, generator, ["full", "bm25", "qrhead"], scorers, budget=40, jsonl=jsonl,
+                     show_progress=False)
+    assert len(asked) == len(items)  # one new answer per question: qrhead's
+    for old, new in zip(first, more):
+        assert set(new["selectors"]) == {"full", "bm25", "qrhead"}
+        assert {k: new["selectors"][k] for k in ("full", "bm25")} == old["selectors"]
+    assert set(old["selectors"]) == {"full", "bm25"}  # the earlier record is not changed in place
+    assert len(jsonl.read_text().splitlines()) == 4 and list(qa.read_done(jsonl).values()) == more
+    other = qa.Generator(generator.model, generator.tokenizer, "another-generator", max_new_tokens=4)
+    with pytest.raises(ValueError, match="holds answers of tiny-qwen2"):
+        qa.run_qa(items, other, ["dense"], scorers, budget=40, jsonl=jsonl, show_progress=False)
+
+
+def test_qrhead_bm25_fuses_the_chunks_bm25_scores(generator, scorers, tmp_path):
+    """``qrhead-bm25`` ranks with the library's first-stage fusion: all weight on the first stage gives
+    BM25's choice, and its ranking is the scorer's own fused ranking of the chunks."""
+    items = _items()[:1]
+    it = items[0]
+    texts = [c.text for c in it.chunks]
+    bm25 = qa._bm25_scores(it, qa.GroupState(), texts)
+    smol = scorers.smol.with_options(fusion="linear", fusion_weight=0.0)
+    only_bm25 = qa.Scorers(smol=smol)
+    rec = qa.run_qa(items, generator, ["bm25", "qrhead-bm25"], only_bm25, budget=40, jsonl=tmp_path / "a.jsonl",
+                    show_progress=False)[0]
+    assert rec["selectors"]["qrhead-bm25"]["chunks"] == rec["selectors"]["bm25"]["chunks"]
+    fused = scorers.smol.with_options(fusion="linear", fusion_weight=0.5)
+    ranked, _ = qa.source_ranking("qrhead-bm25", it, qa.Scorers(smol=fused), qa.GroupState(), [it.question])
+    expected = fused.rank(it.question, texts, first_stage_scores=bm25)
+    assert [r.index for r in ranked] == [r.index for r in expected]
+    assert [r.score for r in ranked] == pytest.approx([r.score for r in expected], abs=1e-6)
+
+
 def test_interrupted_jsonl_line_is_redone(generator, scorers, tmp_path):
     items = _items()[:1]
     jsonl = tmp_path / "qa.jsonl"

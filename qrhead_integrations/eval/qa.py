@@ -19,13 +19,15 @@ registered heads), ``qrhead-gen`` (the generator's own weights and its registere
 :func:`~qrhead_integrations.llama_index.llm.scorer_from_llm` on the generator's LLM object),
 ``all-heads`` and ``random-heads`` (SmolLM2: every head; 16 random heads), ``qrhead-trim`` (``qrhead``
 with each chunk trimmed to its evidence sentences, :func:`~qrhead_integrations.chunks.select_chunks`'
-``trim_to_evidence``). A ``@N`` suffix sets another budget for one selector (``qrhead-trim@256``).
+``trim_to_evidence``), ``qrhead-bm25`` (``qrhead``'s pass fused with BM25 over the chunks as the first
+stage, the way the adapters fuse a retriever's scores: the head set's recommended fusion). A ``@N`` suffix sets another budget for one selector (``qrhead-trim@256``).
 
 Answers: greedy decoding through the framework's own LLM class (LlamaIndex ``HuggingFaceLLM`` or
 LangChain ``ChatHuggingFace`` over ``HuggingFacePipeline``), holding the model already loaded; a short
 answer prompt. Correct = a SQuAD-normalised gold answer is contained in the normalised output.
 
-Per-question results go to a JSONL file as they are made (a rerun resumes); the summary has accuracy
+Per-question results go to a JSONL file as they are made (a rerun resumes, and adds only the selectors a
+record lacks, so a selector can join a finished run); the summary has accuracy
 with paired bootstrap intervals against ``full`` and ``bm25``, evidence recall, answer-in-context rate,
 generator tokens and seconds per question.
 """
@@ -54,7 +56,7 @@ PROMPT = ("Answer the question with a short phrase from the context.\n\n"
           "Context:\n{context}\n\nQuestion: {question}\nAnswer:")
 
 SELECTORS = ("full", "oracle", "bm25", "dense", "qrhead", "qrhead-gen", "all-heads", "random-heads",
-             "qrhead-rank-order", "qrhead-trim")
+             "qrhead-rank-order", "qrhead-trim", "qrhead-bm25")
 DEFAULT_SELECTORS = ("full", "oracle", "bm25", "dense", "qrhead", "qrhead-gen", "all-heads", "random-heads")
 
 
@@ -346,12 +348,13 @@ def source_ranking(source: str, item: QAItem, scorers: Scorers, state: GroupStat
     known = set(state.seconds)
     t0 = clock()
     if source == "bm25":
-        from .first_stage import BM25
-
-        index = _timed(state, "bm25", lambda: BM25([str(i) for i in range(len(texts))], texts))
-        hits = dict(index.search([item.question], len(texts))[0])
-        ranked = ranking([hits.get(str(i), 0.0) for i in range(len(texts))])
+        ranked = ranking(_bm25_scores(item, state, texts))
         shared = state.seconds["bm25"]
+    elif source == "qrhead-bm25":  # the qrhead pass, fused with BM25 over the chunks as the first stage
+        first_stage = _bm25_scores(item, state, texts)
+        enc = _timed(state, "qrhead", lambda: scorers.smol.encode(texts, queries=list(questions)))
+        ranked = enc.rank(item.question, first_stage_scores=first_stage, evidence=scorers.evidence)
+        shared = state.seconds["qrhead"] + state.seconds["bm25"]
     elif source == "dense":
         vecs = _timed(state, "dense", lambda: scorers.dense.encode(texts))
         ranked = ranking(list(vecs @ scorers.dense.encode([item.question])[0]))
@@ -359,7 +362,7 @@ def source_ranking(source: str, item: QAItem, scorers: Scorers, state: GroupStat
     elif source in ("qrhead", "qrhead-gen"):
         scorer = scorers.smol if source == "qrhead" else scorers.gen
         enc = _timed(state, source, lambda: scorer.encode(texts, queries=list(questions)))
-        key = f"{source}:{item.id}"
+        key = f"{source}:{item.id}"  # the ranking, shared by the selectors that read this pass
         if key not in state.cache:
             state.cache[key] = enc.rank(item.question, evidence=scorers.evidence)
         ranked = state.cache[key]
@@ -377,6 +380,15 @@ def source_ranking(source: str, item: QAItem, scorers: Scorers, state: GroupStat
         raise ValueError(source)
     made_now = sum(v for k, v in state.seconds.items() if k not in known)  # the group's one-off work, if done now
     return ranked, clock() - t0 - made_now + shared / n_q
+
+
+def _bm25_scores(item: QAItem, state: GroupState, texts: Sequence[str]) -> list[float]:
+    """BM25 (``bm25s``) scores of the item's chunks for its question; the index is built once per group."""
+    from .first_stage import BM25
+
+    index = _timed(state, "bm25", lambda: BM25([str(i) for i in range(len(texts))], texts))
+    hits = dict(index.search([item.question], len(texts))[0])
+    return [float(hits.get(str(i), 0.0)) for i in range(len(texts))]
 
 
 def select(name: str, budget: int, item: QAItem, scorers: Scorers, state: GroupState, questions: Sequence[str],
@@ -415,8 +427,10 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
 
 def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[str], scorers: Scorers, *,
            budget: int = 512, jsonl: str | Path, show_progress: bool = True, task: str = "") -> list[dict[str, Any]]:
-    """Answer every item with every selector; one JSONL line per question, written as it is done (items
-    already in ``jsonl`` are skipped, so a rerun resumes). Returns all records of ``items``."""
+    """Answer every item with every selector; one JSONL line per question, written as it is done. A rerun
+    resumes: a question already in ``jsonl`` is skipped, or, when its record lacks some of ``selectors``,
+    answered with those only and written again (the last line of an id wins). Returns all records of
+    ``items``."""
     from tqdm.auto import tqdm
 
     specs = [(s, *parse_selector(s, budget)) for s in selectors]
@@ -429,20 +443,28 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
     if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
         with open(path, "a", encoding="utf-8") as f:  # end a line cut by an interrupted run
             f.write("\n")
+    def missing(it: QAItem) -> list[tuple[str, str, int]]:
+        have = done[it.id]["selectors"] if it.id in done else {}
+        return [spec for spec in specs if spec[0] not in have]
+
+    for it in items:
+        if it.id in done and missing(it) and done[it.id].get("generator") != generator.name:
+            raise ValueError(f"{path} holds answers of {done[it.id].get('generator')}, not of {generator.name}: "
+                             "pass another --jsonl (or --out) to add selectors with this generator")
     with open(path, "a", encoding="utf-8") as out, \
             tqdm(total=len(items), desc=f"qa {task} {generator.name}", unit="question",
-                 disable=not show_progress, initial=sum(it.id in done for it in items)) as bar:
+                 disable=not show_progress, initial=sum(not missing(it) for it in items)) as bar:
         for its in groups.values():
-            todo = [it for it in its if it.id not in done]
+            todo = [it for it in its if missing(it)]
             if not todo:
                 continue
             state = GroupState()
             questions = [it.question for it in todo]
-            full: dict[str, tuple[str, float]] = {}
-            if any(name == "full" for _, name, _ in specs):
-                full = _full_context(todo, generator)
+            need_full = [it for it in todo if any(name == "full" for _, name, _ in missing(it))]
+            full = _full_context(need_full, generator) if need_full else {}
             for it in todo:
-                rec = _answer_item(it, specs, generator, scorers, state, questions, full, task)
+                rec = _answer_item(it, missing(it), generator, scorers, state, questions, full, task,
+                                   previous=done.get(it.id))
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 out.flush()
                 done[it.id] = rec
@@ -469,12 +491,16 @@ def _full_context(items: Sequence[QAItem], generator: Generator) -> dict[str, tu
 
 def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: Generator, scorers: Scorers,
                  state: GroupState, questions: Sequence[str], full: dict[str, tuple[str, float]],
-                 task: str) -> dict[str, Any]:
+                 task: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One question's record: every selector of ``specs`` added to ``previous`` (a record of an earlier
+    run, not changed) or to a new record."""
     gold = set(it.gold)
     rec: dict[str, Any] = {"id": it.id, "task": task, "group": it.group, "position": it.position,
                            "question": it.question, "answers": it.answers, "gold": it.gold,
                            "n_chunks": len(it.chunks), "doc_tokens": generator.count_tokens(it.document),
                            "generator": generator.name, "selectors": {}}
+    if previous is not None:
+        rec["selectors"] = dict(previous["selectors"])
     answered: dict[str, tuple[str, float]] = {}
     wall = time.perf_counter()
     for spec, name, budget in specs:
@@ -500,7 +526,7 @@ def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: G
         row.update({"answer_in_context": answer_correct(context, it.answers), "output": output,
                     "correct": answer_correct(output, it.answers), "gen_s": round(gen_s, 3)})
         rec["selectors"][spec] = row
-    rec["wall_s"] = round(time.perf_counter() - wall, 1)
+    rec["wall_s"] = round(time.perf_counter() - wall + (previous or {}).get("wall_s", 0.0), 1)
     return rec
 
 
@@ -726,7 +752,7 @@ def cmd_qa(args: Any) -> int:
                           max_new_tokens=args.max_new_tokens)
     names = {parse_selector(s, args.budget)[0] for s in args.selectors}
     scorers = Scorers(evidence=args.evidence, evidence_context=args.evidence_context)
-    if names & {"qrhead", "all-heads", "random-heads", "qrhead-rank-order", "qrhead-trim"}:
+    if names & {"qrhead", "all-heads", "random-heads", "qrhead-rank-order", "qrhead-trim", "qrhead-bm25"}:
         scorers.smol = QRHeadScorer.from_pretrained(args.scorer_model, args.scorer_heads, candidate_order="as_given")
         scorers.random_heads = HeadSet.random_heads(scorers.smol.shape, len(scorers.smol.heads), seed=args.seed)
     if "qrhead-gen" in names:
