@@ -20,7 +20,8 @@ registered heads), ``qrhead-gen`` (the generator's own weights and its registere
 ``all-heads`` and ``random-heads`` (SmolLM2: every head; 16 random heads), ``qrhead-trim`` (``qrhead``
 with each chunk trimmed to its evidence sentences, :func:`~qrhead_integrations.chunks.select_chunks`'
 ``trim_to_evidence``), ``qrhead-bm25`` (``qrhead``'s pass fused with BM25 over the chunks as the first
-stage, the way the adapters fuse a retriever's scores: the head set's recommended fusion). A ``@N`` suffix sets another budget for one selector (``qrhead-trim@256``).
+stage, the way the adapters fuse a retriever's scores: the head set's recommended fusion). A ``@N``
+suffix sets another budget for one selector (``qrhead-trim@256``).
 
 Answers: greedy decoding through the framework's own LLM class (LlamaIndex ``HuggingFaceLLM`` or
 LangChain ``ChatHuggingFace`` over ``HuggingFacePipeline``), holding the model already loaded; a short
