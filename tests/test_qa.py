@@ -139,6 +139,30 @@ def test_a_selector_joins_a_finished_run(generator, scorers, tmp_path, monkeypat
         qa.run_qa(items, other, ["dense"], scorers, budget=40, jsonl=jsonl, show_progress=False)
 
 
+def test_a_rerun_with_another_setup_is_refused(generator, scorers, tmp_path):
+    """Records carry their setup: resuming them with another budget or another head set is an error, not
+    a silent reuse of the other setup's answers; the same setup resumes."""
+    items = _items()
+    jsonl = tmp_path / "qa.jsonl"
+    setup = qa.run_setup(scorers, budget=40, task="nq", depth=4)
+    first = qa.run_qa(items, generator, ["bm25"], scorers, budget=40, jsonl=jsonl, show_progress=False, setup=setup)
+    assert all(r["setup"] == setup for r in first)
+    again = qa.run_qa(items, generator, ["bm25"], scorers, budget=40, jsonl=jsonl, show_progress=False,
+                      setup=qa.run_setup(scorers, budget=40, task="nq", depth=4))
+    assert again == first
+    with pytest.raises(ValueError, match=r"another setup \(budget=40 there, 30 now\)"):
+        qa.run_qa(items, generator, ["bm25"], scorers, budget=30, jsonl=jsonl, show_progress=False,
+                  setup=qa.run_setup(scorers, budget=30, task="nq", depth=4))
+    with pytest.raises(ValueError, match="depth=4 there, 8 now"):
+        qa.run_qa(items, generator, ["bm25"], scorers, budget=40, jsonl=jsonl, show_progress=False,
+                  setup=qa.run_setup(scorers, budget=40, task="nq", depth=8))
+    fewer = qa.Scorers(smol=scorers.smol.with_options(heads=scorers.smol.heads.top(1)))
+    with pytest.raises(ValueError, match="scorer="):
+        qa.run_qa(items, generator, ["bm25"], fewer, budget=40, jsonl=jsonl, show_progress=False,
+                  setup=qa.run_setup(fewer, budget=40, task="nq", depth=4))
+    assert qa.read_done(jsonl) == {r["id"]: r for r in first}  # nothing was written by the refused runs
+
+
 def test_qrhead_bm25_fuses_the_chunks_bm25_scores(generator, scorers, tmp_path):
     """``qrhead-bm25`` ranks with the library's first-stage fusion: all weight on the first stage gives
     BM25's choice, and its ranking is the scorer's own fused ranking of the chunks."""

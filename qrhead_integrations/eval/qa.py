@@ -36,6 +36,7 @@ generator tokens and seconds per question.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import random
@@ -426,12 +427,51 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def run_setup(scorers: Scorers, *, budget: int, **settings: Any) -> dict[str, Any]:
+    """What decides a run's answers besides its selectors (task shape, budget, generator settings, the
+    scorers' heads and options), recorded with every question so that a rerun never resumes another
+    setup's records under the same name."""
+    def digest(scorer: Any) -> str | None:
+        if scorer is None:
+            return None
+        heads = scorer.heads
+        text = json.dumps([str(heads), heads.weights, getattr(scorer, "model_name", None),
+                           scorer.options.to_dict()], sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    return {"budget": budget, **settings, "scorer": digest(scorers.smol), "generator_scorer": digest(scorers.gen),
+            "evidence": scorers.evidence, "evidence_context": scorers.evidence_context}
+
+
+def _check_setup(path: Path, done: dict[str, dict[str, Any]], items: Sequence[QAItem], generator_name: str,
+                 setup: dict[str, Any] | None) -> None:
+    """Refuse to resume records of another generator or another setup (records written before setups were
+    recorded carry none and are taken as they are)."""
+    for it in items:
+        rec = done.get(it.id)
+        if rec is None:
+            continue
+        if rec.get("generator") != generator_name:
+            raise ValueError(f"{path} holds answers of {rec.get('generator')}, not of {generator_name}: "
+                             "pass another --jsonl (or --out) to add selectors with this generator")
+        theirs = rec.get("setup")
+        if setup is None or theirs is None:
+            continue
+        differ = sorted(k for k in setup.keys() & theirs.keys() if setup[k] != theirs[k])
+        if differ:
+            shown = ", ".join(f"{k}={theirs[k]!r} there, {setup[k]!r} now" for k in differ)
+            raise ValueError(f"{path} holds answers made with another setup ({shown}): pass another --jsonl "
+                             "(or --out) for this setup")
+
+
 def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[str], scorers: Scorers, *,
-           budget: int = 512, jsonl: str | Path, show_progress: bool = True, task: str = "") -> list[dict[str, Any]]:
+           budget: int = 512, jsonl: str | Path, show_progress: bool = True, task: str = "",
+           setup: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Answer every item with every selector; one JSONL line per question, written as it is done. A rerun
     resumes: a question already in ``jsonl`` is skipped, or, when its record lacks some of ``selectors``,
-    answered with those only and written again (the last line of an id wins). Returns all records of
-    ``items``."""
+    answered with those only and written again (the last line of an id wins). ``setup`` (see
+    :func:`run_setup`) is stored with each record; resuming records of another setup or generator is an
+    error. Returns all records of ``items``."""
     from tqdm.auto import tqdm
 
     specs = [(s, *parse_selector(s, budget)) for s in selectors]
@@ -448,10 +488,7 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
         have = done[it.id]["selectors"] if it.id in done else {}
         return [spec for spec in specs if spec[0] not in have]
 
-    for it in items:
-        if it.id in done and missing(it) and done[it.id].get("generator") != generator.name:
-            raise ValueError(f"{path} holds answers of {done[it.id].get('generator')}, not of {generator.name}: "
-                             "pass another --jsonl (or --out) to add selectors with this generator")
+    _check_setup(path, done, items, generator.name, setup)
     with open(path, "a", encoding="utf-8") as out, \
             tqdm(total=len(items), desc=f"qa {task} {generator.name}", unit="question",
                  disable=not show_progress, initial=sum(not missing(it) for it in items)) as bar:
@@ -466,6 +503,8 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
             for it in todo:
                 rec = _answer_item(it, missing(it), generator, scorers, state, questions, full, task,
                                    previous=done.get(it.id))
+                if setup is not None:
+                    rec["setup"] = setup
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 out.flush()
                 done[it.id] = rec
@@ -768,7 +807,11 @@ def cmd_qa(args: Any) -> int:
 
         scorers.dense = DenseRetriever()
     t0 = time.perf_counter()
-    records = run_qa(items, generator, args.selectors, scorers, budget=args.budget, jsonl=jsonl, task=args.task)
+    shape = ({"depth": args.depth, "skip": args.skip} if args.task == "nq" else {"chunk_tokens": args.chunk_tokens})
+    setup = run_setup(scorers, budget=args.budget, task=args.task, seed=args.seed, dtype=str(loaded.model.dtype),
+                      framework=args.framework, max_new_tokens=args.max_new_tokens, **shape)
+    records = run_qa(items, generator, args.selectors, scorers, budget=args.budget, jsonl=jsonl, task=args.task,
+                     setup=setup)
     summary = summarize(records, args.selectors)
     report = {
         "task": args.task, "generator": loaded.name, "dtype": str(loaded.model.dtype), "framework": args.framework,
@@ -780,7 +823,7 @@ def cmd_qa(args: Any) -> int:
         "scorer_heads": str(scorers.smol.heads) if scorers.smol else None,
         "generator_heads": str(scorers.gen.heads) if scorers.gen else None,
         "random_heads": str(scorers.random_heads) if scorers.random_heads else None,
-        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "settings": {k: v for k, v in vars(args).items() if k != "func"}, "setup": setup,
         "generator_load_s": load_s, "run_s_this_call": time.perf_counter() - t0, "jsonl": str(jsonl),
         "summary": summary,
     }
