@@ -34,6 +34,7 @@ from .engine.options import OPTION_NAMES, ScoringOptions, option_specs
 from .engine.prompt import check_passages
 from .engine.ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k
 from .engine.scoring import EncodedPassages, QRHeadScorer
+from .first_stage import check_first_stage
 
 HeadsField = str | list[tuple[int, int]] | None
 logger = logging.getLogger("qrhead_integrations")
@@ -391,8 +392,8 @@ class _SharedScorer:
 
     def rank(self, query: str, passages: Sequence[Any], top_k: int | None = None,
              first_stage_scores: Sequence[float] | None = None, **extra: Any) -> list[RankedPassage]:
-        if self.encoded is not None and first_stage_scores is None and list(passages) == self.texts:
-            return self.encoded.rank(query, top_k, **extra)
+        if self.encoded is not None and list(passages) == self.texts:
+            return self.encoded.rank(query, top_k, first_stage_scores, **extra)
         return self.scorer.rank(query, passages, top_k=top_k, first_stage_scores=first_stage_scores, **extra)
 
 
@@ -411,7 +412,9 @@ def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[C
         except Exception:
             if not return_exceptions:
                 raise
-    scorer = selection_scorer(scorer, candidate_order)
+    first_stage = check_first_stage(selection.get("first_stage"), selection.get("first_stage_scores"))
+    scorer = selection_scorer(scorer, candidate_order, fuse=selection.get("first_stage_scores") is not None,
+                              first_stage=first_stage)
     texts = [c.text for c in chunks if isinstance(c, Chunk)]
     encoded = None
     if len(valid) > 1 and texts and len(texts) == len(chunks):

@@ -35,6 +35,7 @@ from typing import Any
 
 from .engine.evidence import sentence_spans
 from .engine.ranking import check_query
+from .first_stage import bm25_scores, check_first_stage
 
 logger = logging.getLogger("qrhead_integrations")
 
@@ -295,17 +296,29 @@ class DocumentChunks:
             return self._chunks
 
 
-def selection_scorer(scorer: Any, candidate_order: str | None, *, fuse: bool = False) -> Any:
+def selection_scorer(scorer: Any, candidate_order: str | None, *, fuse: bool = False,
+                     first_stage: str | None = None) -> Any:
     """The scorer a chunk selection scores with: chunks laid out in ``candidate_order`` (``None``: the
     scorer's own), and no fusion unless there are first-stage scores (``fuse``): without them the only
-    "first stage" would be the document position. A new scorer on the same weights when anything
-    changes; the caller's is never changed."""
+    "first stage" would be the document position. With a named ``first_stage`` (e.g. ``"bm25"``) the
+    scores must be fused: a head set without a recommended fusion gets linear fusion (weight 0.5 unless
+    the scorer sets one; logged), an explicit ``fusion=None`` is an error. A new scorer on the same
+    weights when anything changes; the caller's is never changed."""
     overrides: dict[str, Any] = {}
     if candidate_order is not None and candidate_order != scorer.options.candidate_order:
         overrides["candidate_order"] = candidate_order
     effective = getattr(scorer, "effective_options", scorer.options)  # fusion="auto" resolved for its head set
-    if not fuse and effective.fusion is not None:
+    if not fuse and first_stage is None and effective.fusion is not None:
         overrides["fusion"] = None
+    if first_stage is not None and effective.fusion is None:
+        if scorer.options.fusion is None:
+            from .engine.errors import QRHeadValueError
+
+            raise QRHeadValueError(f"first_stage={first_stage!r} fuses its scores with the heads' scores, but the "
+                                   "scorer has fusion=None: use fusion='auto', 'linear' or 'rrf'")
+        logger.info("first_stage=%r: the head set recommends no fusion; fusing linearly (QRHead share %.2f)",
+                    first_stage, effective.fusion_weight)
+        overrides["fusion"] = "linear"
     return scorer.with_options(**overrides) if overrides else scorer
 
 
@@ -322,6 +335,7 @@ def select_chunks(
     candidate_order: str | None = "as_given",
     trim_to_evidence: int | None = None,
     evidence_context: int = 1,
+    first_stage: str | None = None,
 ) -> ChunkSelection:
     """Score every chunk in one pass and pick the best.
 
@@ -334,6 +348,10 @@ def select_chunks(
     - ``first_stage_scores``: one per chunk, fused with the QRHead scores when the scorer has ``fusion``
       set. Without them the scorer's fusion is not applied (the only "first stage" would be the
       document position).
+    - ``first_stage="bm25"``: compute the first stage here, BM25 over these chunks for ``query`` (the
+      ``bm25`` extra), and fuse with it as above (the head set's recommended fusion; linear with QRHead
+      share 0.5 when it recommends none). Lexical matching finds what the heads of a small model miss
+      (SQuAD article chunks, docs/quality.md); not together with ``first_stage_scores``.
     - ``candidate_order``: how the chunks are laid out in the scorer's prompt. ``"as_given"`` (default)
       keeps the document's reading order; ``"reversed"`` / ``"both"`` as for re-ranking; ``None`` uses
       the scorer's own setting. The caller's scorer is not changed.
@@ -343,12 +361,15 @@ def select_chunks(
       kept text, so more chunks fit. See :class:`SelectedChunk` for the offsets of trimmed pieces.
     """
     check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
-    scorer = selection_scorer(scorer, candidate_order, fuse=first_stage_scores is not None)
+    first_stage = check_first_stage(first_stage, first_stage_scores)
+    scorer = selection_scorer(scorer, candidate_order, fuse=first_stage_scores is not None, first_stage=first_stage)
     chunks = _check_chunks(chunks)
     top_k = _default_top_k(top_k, token_budget)
     if not chunks:
         check_query(query)
         return ChunkSelection(query, (), 0, 0, token_budget, top_k, keep_document_order, trim_to_evidence)
+    if first_stage == "bm25":
+        first_stage_scores = bm25_scores(check_query(query), [c.text for c in chunks])
     extra = {"evidence": trim_to_evidence} if trim_to_evidence else {}
     ranked = scorer.rank(query, [c.text for c in chunks], top_k=None if token_budget is not None else top_k,
                          first_stage_scores=first_stage_scores, **extra)

@@ -264,3 +264,34 @@ def test_fusion_needs_first_stage_scores_for_chunks(scorer):
     # with first-stage scores the fusion applies (weight 0: the first stage alone decides)
     sel = select_chunks(fused, "lighthouse", chunks, top_k=3, first_stage_scores=[0.1, 0.9, 0.5])
     assert [c.index for c in sel] == [1, 2, 0]
+
+
+def test_bm25_first_stage_fuses_bm25_over_the_chunks(scorer, caplog):
+    """``first_stage="bm25"`` is ``first_stage_scores=<BM25 over the chunks>``: weight 0 gives BM25's order;
+    a head set without a recommended fusion is fused linearly (logged); fusion=None is an error."""
+    from qrhead_integrations.first_stage import bm25_scores
+
+    chunks = locate_chunks(DOC, [DOC[:60], DOC[60:140], DOC[140:]])
+    texts = [c.text for c in chunks]
+    query = "When was the lighthouse finished, and what reused its stones?"
+    bm25 = bm25_scores(query, texts)
+    assert len(bm25) == 3 and len(set(bm25)) == 3 and min(bm25) > 0
+    only_bm25 = QRHeadScorer.from_model(scorer.model, scorer.tokenizer, heads=HEADS, fusion="linear",
+                                        fusion_weight=0.0)
+    sel = select_chunks(only_bm25, query, chunks, top_k=3, first_stage="bm25")
+    assert [c.index for c in sel] == sorted(range(3), key=lambda i: -bm25[i])
+    # no recommendation (plain head list): linear fusion, QRHead share 0.5, as with explicit scores
+    with caplog.at_level("INFO", logger="qrhead_integrations"):
+        auto = select_chunks(scorer, query, chunks, top_k=3, first_stage="bm25")
+    assert "recommends no fusion" in caplog.text
+    linear = scorer.with_options(fusion="linear")
+    explicit = select_chunks(linear, query, chunks, top_k=3, first_stage_scores=bm25)
+    assert [(c.index, c.score) for c in auto] == [(c.index, c.score) for c in explicit]
+    assert [(c.index, c.score) for c in auto] != [(c.index, c.score) for c in select_chunks(scorer, query, chunks,
+                                                                                          top_k=3)]
+    with pytest.raises(ValueError, match="fusion=None"):
+        select_chunks(scorer.with_options(fusion=None), query, chunks, first_stage="bm25")
+    with pytest.raises(ValueError, match="first_stage must be one of 'bm25'"):
+        select_chunks(scorer, query, chunks, first_stage="tfidf")
+    with pytest.raises(ValueError, match="not both"):
+        select_chunks(scorer, query, chunks, first_stage="bm25", first_stage_scores=bm25)

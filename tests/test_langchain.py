@@ -430,7 +430,7 @@ def test_batch_callbacks_config_per_input_and_errors(reranker):
 
 def test_chunk_retriever_batch_equals_invoke(model_dir):
     rr = QRHeadReranker(model=model_dir, heads=HEADS)
-    for kwargs in ({"k": 3}, {"token_budget": 90, "keep_document_order": True}):
+    for kwargs in ({"k": 3}, {"token_budget": 90, "keep_document_order": True}, {"k": 3, "first_stage": "bm25"}):
         retriever = QRHeadChunkRetriever(document=Document(page_content=LONG, id="long"), reranker=rr,
                                          text_splitter=RecursiveCharacterTextSplitter(chunk_size=200,
                                                                                       chunk_overlap=40),
@@ -453,6 +453,19 @@ def test_chunk_batch_reads_the_document_once(model_dir, monkeypatch):
     counter = CountCalls(rr.scorer, monkeypatch)
     retriever.batch(QUERIES)
     assert counter.calls == {"encode": 1, "rank": 0}
+    # with BM25 over the chunks as the first stage too (the shared encoding takes the first-stage scores)
+    fused = QRHeadReranker(model=model_dir, heads=HEADS, candidate_order="as_given", fusion="linear")
+    retriever = QRHeadChunkRetriever(document=LONG, reranker=fused, k=2, first_stage="bm25",
+                                     text_splitter=RecursiveCharacterTextSplitter(chunk_size=200, chunk_overlap=40))
+    counter = CountCalls(fused.scorer, monkeypatch)
+    out = retriever.batch(QUERIES)
+    assert counter.calls == {"encode": 1, "rank": 0}
+    assert out == [retriever.invoke(q) for q in QUERIES]
+    assert out != [QRHeadChunkRetriever(document=LONG, reranker=fused, k=2, text_splitter=retriever.text_splitter
+                                        ).invoke(q) for q in QUERIES]
+    assert QRHeadChunkRetriever.model_validate(retriever.model_dump()).first_stage == "bm25"
+    with pytest.raises(ValidationError):
+        QRHeadChunkRetriever(document=LONG, first_stage="tfidf")
 
 
 def test_rank_many_groups_identical_candidates(reranker):

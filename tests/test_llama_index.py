@@ -477,6 +477,23 @@ def test_chunk_retriever_pickles_and_answers_many_questions(model_dir):
     assert [n.score for n in clone.retrieve(QUERY)] == [c.score for c in single[0]]
 
 
+def test_chunk_retriever_with_bm25_first_stage(model_dir):
+    """``first_stage="bm25"``: the selection fuses BM25 over the chunks, select_many gives the single calls."""
+    rr = QRHeadRerank(model=model_dir, heads=HEADS, fusion="linear")
+    splitter = SentenceSplitter(chunk_size=60, chunk_overlap=10)
+    doc = Document(text=LONG, id_="long-doc")
+    retriever = QRHeadChunkRetriever(doc, reranker=rr, top_k=3, splitter=splitter, first_stage="bm25")
+    queries = [QUERY, "How do honey bees find flowers?", "Which planet is the largest?"]
+    single = [retriever.select(q) for q in queries]
+    assert [list(s) for s in retriever.select_many(queries)] == [list(s) for s in single]
+    plain = QRHeadChunkRetriever(doc, reranker=rr, top_k=3, splitter=splitter)
+    assert [list(s) for s in single] != [list(plain.select(q)) for q in queries]
+    nodes = select_document_chunks(doc, QUERY, reranker=rr, splitter=splitter, top_k=3, first_stage="bm25")
+    assert [n.score for n in nodes] == [c.score for c in single[0]]
+    with pytest.raises(ValueError, match="first_stage must be one of"):
+        QRHeadChunkRetriever(doc, reranker=rr, first_stage="tfidf")
+
+
 def test_evidence_in_hidden_metadata(model_dir):
     rr = QRHeadRerank(model=model_dir, heads=HEADS, top_n=2, evidence=1)
     nodes = [NodeWithScore(node=TextNode(text="The tower is tall. It was finished in 1889.", id_="a"), score=1.0),

@@ -28,9 +28,9 @@ def beir_candidates(ds: BeirDataset, qids: list[str], depth: int, run: str | Non
     if run:
         full = ds.run(run)
         return {q: full[q][:depth] for q in qids if q in full}
-    from .first_stage import BM25
+    from .first_stage import bm25_from_corpus
 
-    bm25 = BM25.from_corpus(ds.corpus)
+    bm25 = bm25_from_corpus(ds.corpus)
     hits = bm25.search([ds.queries[q] for q in qids], depth)
     return dict(zip(qids, hits))
 
@@ -42,9 +42,9 @@ def bm25_rescore(ds: BeirDataset, cands: dict[str, list[tuple[str, float]]]
     For runs without meaningful scores (e.g. HotpotQA's given paragraphs): the ``bm25`` baseline and the
     fusion methods then use real BM25 scores while the candidate order handed to the model is unchanged.
     """
-    from .first_stage import BM25
+    from .first_stage import bm25_from_corpus
 
-    bm25 = BM25.from_corpus(ds.corpus)
+    bm25 = bm25_from_corpus(ds.corpus)
     qids = list(cands)
     hits = bm25.search([ds.queries[q] for q in qids], len(bm25.ids))
     out = {}

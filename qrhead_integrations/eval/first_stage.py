@@ -1,12 +1,16 @@
-"""First-stage retrievers for the harness: BM25 (``bm25s``) and a dense bi-encoder baseline."""
+"""First-stage retrievers for the harness: BM25 (the library's :class:`~qrhead_integrations.first_stage.BM25`)
+and a dense bi-encoder baseline."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from ..first_stage import BM25
+
+__all__ = ["BM25", "DenseRetriever", "bm25_from_corpus", "doc_text", "minilm_path"]
 
 
 def doc_text(doc: dict[str, str]) -> str:
@@ -14,47 +18,10 @@ def doc_text(doc: dict[str, str]) -> str:
     return f"{title}\n{text}" if title else text
 
 
-class BM25:
-    """BM25 over a corpus with ``bm25s`` (Lucene variant, English stemming and stopwords).
-
-    Defaults k1=0.9, b=0.4 (Anserini's BEIR settings), title + text indexed.
-    """
-
-    def __init__(self, ids: Sequence[str], texts: Sequence[str], k1: float = 0.9, b: float = 0.4,
-                 stemmer: str | None = "english", stopwords: str | None = "en") -> None:
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
-        self.ids = list(ids)
-        self._stem = None
-        if stemmer:
-            import Stemmer
-
-            self._stem = Stemmer.Stemmer(stemmer)
-        self._stopwords = stopwords
-        tokens = bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=self._stem, show_progress=False)
-        self.index = bm25s.BM25(k1=k1, b=b, method="lucene")
-        self.index.index(tokens, show_progress=False)
-
-    @classmethod
-    def from_corpus(cls, corpus: dict[str, dict[str, str]], **kwargs: Any) -> BM25:
-        ids = list(corpus)
-        return cls(ids, [doc_text(corpus[i]) for i in ids], **kwargs)
-
-    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
-        import bm25s
-
-        k = min(k, len(self.ids))
-        tokens = bm25s.tokenize(list(queries), stopwords=self._stopwords, stemmer=self._stem, show_progress=False)
-        docs, scores = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-        return [[(self.ids[int(d)], float(s)) for d, s in zip(dr, sr)] for dr, sr in zip(docs, scores)]
-
-    def score_texts(self, query: str, texts: Sequence[str]) -> list[float]:
-        """BM25 scores of ``texts`` (their own small index) for ``query``, in input order."""
-        small = BM25([str(i) for i in range(len(texts))], texts,
-                     stemmer="english" if self._stem else None, stopwords=self._stopwords)
-        hits = dict(small.search([query], len(texts))[0])
-        return [hits.get(str(i), 0.0) for i in range(len(texts))]
+def bm25_from_corpus(corpus: dict[str, dict[str, str]], **kwargs: Any) -> BM25:
+    """BM25 over a BEIR corpus (title + text indexed), documents named by their ids."""
+    ids = list(corpus)
+    return BM25(ids, [doc_text(corpus[i]) for i in ids], **kwargs)
 
 
 class DenseRetriever:

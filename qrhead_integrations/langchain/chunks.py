@@ -45,6 +45,8 @@ class QRHeadChunkRetriever(BaseRetriever):
     (``keep_document_order``). The scorer is configured by ``reranker`` (its ``top_n`` is not used; its
     ``score_threshold`` / ``relative_score_threshold`` drop chunks before the selection); the chunks sit
     in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
+    ``first_stage="bm25"`` fuses the heads' scores with BM25 over the chunks (see
+    :func:`~qrhead_integrations.chunks.select_chunks`).
 
     ``batch`` / ``abatch`` (several questions about the document) read the chunks once and add one short
     pass per question; the results are those of one ``invoke`` per question.
@@ -71,6 +73,10 @@ class QRHeadChunkRetriever(BaseRetriever):
         description="Keep only this many evidence sentences of each chosen chunk (plus evidence_context "
                     "neighbours each side); the token budget counts the kept text.")
     evidence_context: int = Field(default=1, ge=0, strict=True)
+    first_stage: Literal["bm25"] | None = Field(
+        default=None,
+        description="'bm25': fuse the heads' scores with BM25 over the chunks (the reranker's fusion; "
+                    "needs the bm25 extra).")
 
     _chunks: ChunkCache = PrivateAttr(default_factory=ChunkCache)
 
@@ -96,7 +102,8 @@ class QRHeadChunkRetriever(BaseRetriever):
                                 self.evidence_context)
         return dict(top_k=top, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
                     count_tokens=self.count_tokens, candidate_order=self.candidate_order,
-                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context)
+                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context,
+                    first_stage=self.first_stage)
 
     @classmethod
     def from_llm(cls, llm: Any, document: Document | str, *, heads: Any = None, model_name: str | None = None,
@@ -207,12 +214,13 @@ def select_document_chunks(
     candidate_order: str | None = "as_given",
     trim_to_evidence: int | None = None,
     evidence_context: int = 1,
+    first_stage: str | None = None,
 ) -> list[Document]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
     kwargs: dict[str, Any] = {"document": document, "k": top_k, "token_budget": token_budget,
                               "keep_document_order": keep_document_order, "count_tokens": count_tokens,
                               "candidate_order": candidate_order, "trim_to_evidence": trim_to_evidence,
-                              "evidence_context": evidence_context}
+                              "evidence_context": evidence_context, "first_stage": first_stage}
     if reranker is not None:
         kwargs["reranker"] = reranker
     if text_splitter is not None:

@@ -21,6 +21,7 @@ from llama_index.core.schema import (
 
 from .._adapter import ChunkCache, copy_metadata, select_many
 from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, select_chunks
+from ..first_stage import check_first_stage
 from .base import QRHeadRerank
 
 DocumentLike = BaseNode | str
@@ -46,6 +47,8 @@ class QRHeadChunkRetriever(BaseRetriever):
     document order (``keep_document_order``). The scorer is configured by ``reranker`` (a
     :class:`QRHeadRerank`: model, heads, device, options; its ``top_n`` is not used here); the chunks
     sit in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
+    ``first_stage="bm25"`` fuses the heads' scores with BM25 over the chunks (see
+    :func:`~qrhead_integrations.chunks.select_chunks`).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class QRHeadChunkRetriever(BaseRetriever):
         candidate_order: str | None = "as_given",
         trim_to_evidence: int | None = None,
         evidence_context: int = 1,
+        first_stage: str | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -82,6 +86,7 @@ class QRHeadChunkRetriever(BaseRetriever):
         self.candidate_order = candidate_order
         self.trim_to_evidence = trim_to_evidence
         self.evidence_context = evidence_context
+        self.first_stage = check_first_stage(first_stage)
         self._chunks = ChunkCache()
         # fail early, as the selection would
         check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
@@ -110,7 +115,8 @@ class QRHeadChunkRetriever(BaseRetriever):
     def _selection(self) -> dict[str, Any]:
         return dict(top_k=self.top_k, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
                     count_tokens=self.count_tokens, candidate_order=self.candidate_order,
-                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context)
+                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context,
+                    first_stage=self.first_stage)
 
     def select(self, query: str) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
@@ -165,11 +171,12 @@ def select_document_chunks(
     candidate_order: str | None = "as_given",
     trim_to_evidence: int | None = None,
     evidence_context: int = 1,
+    first_stage: str | None = None,
 ) -> list[NodeWithScore]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
     retriever = QRHeadChunkRetriever(
         document, reranker=reranker, splitter=splitter, top_k=top_k, token_budget=token_budget,
         keep_document_order=keep_document_order, count_tokens=count_tokens, candidate_order=candidate_order,
-        trim_to_evidence=trim_to_evidence, evidence_context=evidence_context,
+        trim_to_evidence=trim_to_evidence, evidence_context=evidence_context, first_stage=first_stage,
     )
     return retriever.retrieve(query)
