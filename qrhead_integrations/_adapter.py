@@ -34,7 +34,7 @@ from .engine.options import OPTION_NAMES, ScoringOptions, option_specs
 from .engine.prompt import check_passages
 from .engine.ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k
 from .engine.scoring import EncodedPassages, QRHeadScorer
-from .first_stage import check_first_stage
+from .first_stage import resolve_first_stage
 
 HeadsField = str | list[tuple[int, int]] | None
 logger = logging.getLogger("qrhead_integrations")
@@ -412,7 +412,7 @@ def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[C
         except Exception:
             if not return_exceptions:
                 raise
-    first_stage = check_first_stage(selection.get("first_stage"), selection.get("first_stage_scores"))
+    first_stage = resolve_first_stage(selection.get("first_stage", "auto"), selection.get("first_stage_scores"), scorer)
     scorer = selection_scorer(scorer, candidate_order, fuse=selection.get("first_stage_scores") is not None,
                               first_stage=first_stage)
     texts = [c.text for c in chunks if isinstance(c, Chunk)]

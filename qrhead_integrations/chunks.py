@@ -35,7 +35,7 @@ from typing import Any
 
 from .engine.evidence import sentence_spans
 from .engine.ranking import check_query
-from .first_stage import bm25_scores, check_first_stage
+from .first_stage import bm25_scores, resolve_first_stage
 
 logger = logging.getLogger("qrhead_integrations")
 
@@ -335,7 +335,7 @@ def select_chunks(
     candidate_order: str | None = "as_given",
     trim_to_evidence: int | None = None,
     evidence_context: int = 1,
-    first_stage: str | None = None,
+    first_stage: str | None = "auto",
 ) -> ChunkSelection:
     """Score every chunk in one pass and pick the best.
 
@@ -348,10 +348,13 @@ def select_chunks(
     - ``first_stage_scores``: one per chunk, fused with the QRHead scores when the scorer has ``fusion``
       set. Without them the scorer's fusion is not applied (the only "first stage" would be the
       document position).
-    - ``first_stage="bm25"``: compute the first stage here, BM25 over these chunks for ``query`` (the
-      ``bm25`` extra), and fuse with it as above (the head set's recommended fusion; linear with QRHead
-      share 0.5 when it recommends none). Lexical matching finds what the heads of a small model miss
-      (SQuAD article chunks, docs/quality.md); not together with ``first_stage_scores``.
+    - ``first_stage``: the first stage computed here when no ``first_stage_scores`` are given. ``"auto"``
+      (default): BM25 over these chunks for ``query``, fused as above, when the scorer fuses with a first
+      stage (its head set recommends a fusion, as the embedded default's does, or ``fusion`` is set);
+      the heads alone otherwise (e.g. the paper's published head sets, or ``fusion=None``). ``"bm25"``:
+      always (linear fusion, QRHead share 0.5, when the head set recommends none; an error with
+      ``fusion=None``; not together with ``first_stage_scores``). ``None``: the heads alone. Lexical
+      matching finds what the heads of a small model miss (SQuAD article chunks, docs/quality.md).
     - ``candidate_order``: how the chunks are laid out in the scorer's prompt. ``"as_given"`` (default)
       keeps the document's reading order; ``"reversed"`` / ``"both"`` as for re-ranking; ``None`` uses
       the scorer's own setting. The caller's scorer is not changed.
@@ -361,7 +364,7 @@ def select_chunks(
       kept text, so more chunks fit. See :class:`SelectedChunk` for the offsets of trimmed pieces.
     """
     check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
-    first_stage = check_first_stage(first_stage, first_stage_scores)
+    first_stage = resolve_first_stage(first_stage, first_stage_scores, scorer)
     scorer = selection_scorer(scorer, candidate_order, fuse=first_stage_scores is not None, first_stage=first_stage)
     chunks = _check_chunks(chunks)
     top_k = _default_top_k(top_k, token_budget)

@@ -1,9 +1,8 @@
 """Lexical first stage: BM25 (``bm25s``) over a small set of texts, e.g. one document's chunks.
 
-The chunk selectors use it for ``first_stage="bm25"``: every chunk gets its BM25 score for the question,
-and the QRHead scores are fused with those scores exactly as a re-ranker fuses with its retriever's
-scores (the head set's recommended fusion). Needs the ``bm25`` extra:
-``pip install "qrhead-integrations[bm25]"``.
+The chunk selectors use it as their first stage (``first_stage="auto"``, the default, when the head set
+recommends a fusion; ``"bm25"`` always): every chunk gets its BM25 score for the question, and the QRHead
+scores are fused with those scores exactly as a re-ranker fuses with its retriever's scores.
 """
 
 from __future__ import annotations
@@ -14,20 +13,33 @@ from typing import Any
 
 from .engine.errors import QRHeadValueError
 
-#: The first stages a chunk selection can compute by itself.
-FIRST_STAGES = ("bm25",)
+#: ``first_stage`` values of a chunk selection: ``"auto"`` (BM25 when the scorer fuses, see
+#: :func:`resolve_first_stage`), ``"bm25"`` (always), or ``None`` (the heads alone).
+FIRST_STAGES = ("auto", "bm25")
 
 
 def check_first_stage(first_stage: str | None, first_stage_scores: Sequence[float] | None = None) -> str | None:
-    """``first_stage`` if it is ``None`` or a known name, else a clear error (also when both a name and
-    explicit ``first_stage_scores`` are given: one first stage at a time)."""
+    """``first_stage`` if it is ``None`` or a known name, else a clear error (also when ``"bm25"`` and
+    explicit ``first_stage_scores`` are both given: one first stage at a time)."""
     if first_stage is None:
         return None
     if not isinstance(first_stage, str) or first_stage not in FIRST_STAGES:
         raise QRHeadValueError(f"first_stage must be one of {', '.join(map(repr, FIRST_STAGES))} or None, "
                                f"not {first_stage!r}")
-    if first_stage_scores is not None:
+    if first_stage != "auto" and first_stage_scores is not None:
         raise QRHeadValueError(f"pass either first_stage={first_stage!r} or first_stage_scores, not both")
+    return first_stage
+
+
+def resolve_first_stage(first_stage: str | None, first_stage_scores: Sequence[float] | None, scorer: Any) -> str | None:
+    """The first stage a chunk selection computes: ``"auto"`` is ``"bm25"`` when no ``first_stage_scores``
+    are given and the scorer fuses with a first stage (its head set recommends a fusion, as the embedded
+    default's does, or the scorer sets one), else nothing: the same rule as re-ranking, where a head set's
+    recommended fusion applies whenever there is a first stage."""
+    first_stage = check_first_stage(first_stage, first_stage_scores)
+    if first_stage == "auto":
+        effective = getattr(scorer, "effective_options", scorer.options)
+        return "bm25" if first_stage_scores is None and effective.fusion is not None else None
     return first_stage
 
 
@@ -39,10 +51,7 @@ class BM25:
 
     def __init__(self, ids: Sequence[str], texts: Sequence[str], k1: float = 0.9, b: float = 0.4,
                  stemmer: str | None = "english", stopwords: str | None = "en") -> None:
-        try:
-            import bm25s
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError('BM25 needs the bm25s package: pip install "qrhead-integrations[bm25]"') from exc
+        import bm25s
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
         self.ids = list(ids)

@@ -257,10 +257,16 @@ def test_fusion_needs_first_stage_scores_for_chunks(scorer):
     texts = [c.text for c in chunks]
     fused = QRHeadScorer.from_model(scorer.model, scorer.tokenizer, heads=HEADS, candidate_order="as_given",
                                     fusion="linear", fusion_weight=0.0)
-    sel = select_chunks(fused, "lighthouse", chunks, top_k=3)
+    sel = select_chunks(fused, "lighthouse", chunks, top_k=3, first_stage=None)
     plain = QRHeadScorer.from_model(scorer.model, scorer.tokenizer, heads=HEADS, candidate_order="as_given")
     assert {c.index: c.score for c in sel} == dict(enumerate(plain.score("lighthouse", texts)))
     assert fused.fusion == "linear"
+    # by default (first_stage="auto") a fusing scorer gets BM25 over the chunks as its first stage
+    from qrhead_integrations.first_stage import bm25_scores
+
+    auto = select_chunks(fused, "lighthouse stones", chunks, top_k=3)
+    bm25 = bm25_scores("lighthouse stones", texts)
+    assert [c.index for c in auto] == sorted(range(3), key=lambda i: (-bm25[i], i))
     # with first-stage scores the fusion applies (weight 0: the first stage alone decides)
     sel = select_chunks(fused, "lighthouse", chunks, top_k=3, first_stage_scores=[0.1, 0.9, 0.5])
     assert [c.index for c in sel] == [1, 2, 0]
@@ -287,11 +293,13 @@ def test_bm25_first_stage_fuses_bm25_over_the_chunks(scorer, caplog):
     linear = scorer.with_options(fusion="linear")
     explicit = select_chunks(linear, query, chunks, top_k=3, first_stage_scores=bm25)
     assert [(c.index, c.score) for c in auto] == [(c.index, c.score) for c in explicit]
-    assert [(c.index, c.score) for c in auto] != [(c.index, c.score) for c in select_chunks(scorer, query, chunks,
-                                                                                          top_k=3)]
+    heads_alone = select_chunks(scorer, query, chunks, top_k=3)  # "auto": this head set recommends no fusion
+    assert [(c.index, c.score) for c in auto] != [(c.index, c.score) for c in heads_alone]
+    assert heads_alone.tokens and [(c.index, c.score) for c in heads_alone] == [
+        (c.index, c.score) for c in select_chunks(scorer, query, chunks, top_k=3, first_stage=None)]
     with pytest.raises(ValueError, match="fusion=None"):
         select_chunks(scorer.with_options(fusion=None), query, chunks, first_stage="bm25")
-    with pytest.raises(ValueError, match="first_stage must be one of 'bm25'"):
+    with pytest.raises(ValueError, match="first_stage must be one of 'auto', 'bm25' or None"):
         select_chunks(scorer, query, chunks, first_stage="tfidf")
     with pytest.raises(ValueError, match="not both"):
         select_chunks(scorer, query, chunks, first_stage="bm25", first_stage_scores=bm25)

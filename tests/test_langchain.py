@@ -461,8 +461,10 @@ def test_chunk_batch_reads_the_document_once(model_dir, monkeypatch):
     out = retriever.batch(QUERIES)
     assert counter.calls == {"encode": 1, "rank": 0}
     assert out == [retriever.invoke(q) for q in QUERIES]
-    assert out != [QRHeadChunkRetriever(document=LONG, reranker=fused, k=2, text_splitter=retriever.text_splitter
-                                        ).invoke(q) for q in QUERIES]
+    assert out != [QRHeadChunkRetriever(document=LONG, reranker=fused, k=2, text_splitter=retriever.text_splitter,
+                                        first_stage=None).invoke(q) for q in QUERIES]
+    assert out == [QRHeadChunkRetriever(document=LONG, reranker=fused, k=2, text_splitter=retriever.text_splitter
+                                        ).invoke(q) for q in QUERIES]  # default "auto": this reranker fuses
     assert QRHeadChunkRetriever.model_validate(retriever.model_dump()).first_stage == "bm25"
     with pytest.raises(ValidationError):
         QRHeadChunkRetriever(document=LONG, first_stage="tfidf")

@@ -486,7 +486,9 @@ def test_chunk_retriever_with_bm25_first_stage(model_dir):
     queries = [QUERY, "How do honey bees find flowers?", "Which planet is the largest?"]
     single = [retriever.select(q) for q in queries]
     assert [list(s) for s in retriever.select_many(queries)] == [list(s) for s in single]
-    plain = QRHeadChunkRetriever(doc, reranker=rr, top_k=3, splitter=splitter)
+    plain = QRHeadChunkRetriever(doc, reranker=rr, top_k=3, splitter=splitter, first_stage=None)
+    auto = QRHeadChunkRetriever(doc, reranker=rr, top_k=3, splitter=splitter)  # default "auto": rr fuses
+    assert [list(auto.select(q)) for q in queries] == [list(s) for s in single]
     assert [list(s) for s in single] != [list(plain.select(q)) for q in queries]
     nodes = select_document_chunks(doc, QUERY, reranker=rr, splitter=splitter, top_k=3, first_stage="bm25")
     assert [n.score for n in nodes] == [c.score for c in single[0]]

@@ -45,8 +45,9 @@ class QRHeadChunkRetriever(BaseRetriever):
     (``keep_document_order``). The scorer is configured by ``reranker`` (its ``top_n`` is not used; its
     ``score_threshold`` / ``relative_score_threshold`` drop chunks before the selection); the chunks sit
     in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
-    ``first_stage="bm25"`` fuses the heads' scores with BM25 over the chunks (see
-    :func:`~qrhead_integrations.chunks.select_chunks`).
+    ``first_stage``: ``"auto"`` (default) fuses the heads' scores with BM25 over the chunks when the
+    reranker's head set recommends a fusion (the embedded default's does), ``"bm25"`` always, ``None``
+    never (see :func:`~qrhead_integrations.chunks.select_chunks`).
 
     ``batch`` / ``abatch`` (several questions about the document) read the chunks once and add one short
     pass per question; the results are those of one ``invoke`` per question.
@@ -73,10 +74,10 @@ class QRHeadChunkRetriever(BaseRetriever):
         description="Keep only this many evidence sentences of each chosen chunk (plus evidence_context "
                     "neighbours each side); the token budget counts the kept text.")
     evidence_context: int = Field(default=1, ge=0, strict=True)
-    first_stage: Literal["bm25"] | None = Field(
-        default=None,
-        description="'bm25': fuse the heads' scores with BM25 over the chunks (the reranker's fusion; "
-                    "needs the bm25 extra).")
+    first_stage: Literal["auto", "bm25"] | None = Field(
+        default="auto",
+        description="'auto': BM25 over the chunks, fused with the heads' scores, when the reranker's head set "
+                    "recommends a fusion (the embedded default does); 'bm25': always; None: the heads alone.")
 
     _chunks: ChunkCache = PrivateAttr(default_factory=ChunkCache)
 
@@ -214,7 +215,7 @@ def select_document_chunks(
     candidate_order: str | None = "as_given",
     trim_to_evidence: int | None = None,
     evidence_context: int = 1,
-    first_stage: str | None = None,
+    first_stage: str | None = "auto",
 ) -> list[Document]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
     kwargs: dict[str, Any] = {"document": document, "k": top_k, "token_budget": token_budget,

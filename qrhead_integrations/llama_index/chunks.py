@@ -47,8 +47,9 @@ class QRHeadChunkRetriever(BaseRetriever):
     document order (``keep_document_order``). The scorer is configured by ``reranker`` (a
     :class:`QRHeadRerank`: model, heads, device, options; its ``top_n`` is not used here); the chunks
     sit in the prompt in reading order (``candidate_order="as_given"``; ``None`` = the reranker's).
-    ``first_stage="bm25"`` fuses the heads' scores with BM25 over the chunks (see
-    :func:`~qrhead_integrations.chunks.select_chunks`).
+    ``first_stage``: ``"auto"`` (default) fuses the heads' scores with BM25 over the chunks when the
+    reranker's head set recommends a fusion (the embedded default's does), ``"bm25"`` always, ``None``
+    never (see :func:`~qrhead_integrations.chunks.select_chunks`).
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class QRHeadChunkRetriever(BaseRetriever):
         candidate_order: str | None = "as_given",
         trim_to_evidence: int | None = None,
         evidence_context: int = 1,
-        first_stage: str | None = None,
+        first_stage: str | None = "auto",
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -171,7 +172,7 @@ def select_document_chunks(
     candidate_order: str | None = "as_given",
     trim_to_evidence: int | None = None,
     evidence_context: int = 1,
-    first_stage: str | None = None,
+    first_stage: str | None = "auto",
 ) -> list[NodeWithScore]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
     retriever = QRHeadChunkRetriever(
