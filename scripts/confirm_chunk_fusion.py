@@ -68,11 +68,10 @@ def main() -> int:
                 continue
             texts = [c.text for c in todo[0].chunks]
             print(f"article {gi + 1}/{len(groups)} ({len(texts)} chunks, {len(todo)} questions)", file=sys.stderr)
-            bm25 = BM25([str(i) for i in range(len(texts))], texts)
+            bm25 = BM25.over(texts)
             enc = scorer.encode(texts, queries=[it.question for it in todo])
             for it in todo:
-                got = dict(bm25.search([it.question], len(texts))[0])
-                first_stage = [float(got.get(str(i), 0.0)) for i in range(len(texts))]
+                first_stage = bm25.scores(it.question)
                 bm25_order = sorted(range(len(texts)), key=lambda i: (-first_stage[i], i))
                 alone = [r.index for r in enc.rank(it.question)]
                 fused = [r.index for r in enc.rank(it.question, first_stage_scores=first_stage)]

@@ -105,7 +105,7 @@ def run_chunk_experiment(
     bar = tqdm(total=total, desc=f"{ds.root.name} chunks", disable=not show_progress)
     for art in articles:
         chunks, ids = art["chunks"], art["ids"]
-        bm25 = BM25([str(i) for i in range(len(chunks))], chunks)
+        bm25 = BM25.over(chunks)
         chunk_vecs = encoder.encode(chunks) if encoder else None
         enc = None
         for q in art["questions"]:
@@ -125,8 +125,7 @@ def run_chunk_experiment(
                 record(name, q["id"], m.scores(h.heads), gold)
             for i, h in enumerate(randoms):
                 record(f"random#{i}", q["id"], m.scores(h.heads), gold)
-            hit_scores = dict(bm25.search([q["question"]], len(chunks))[0])
-            record("bm25", q["id"], np.array([hit_scores.get(str(i), 0.0) for i in range(len(chunks))]), gold)
+            record("bm25", q["id"], np.array(bm25.scores(q["question"])), gold)
             if encoder is not None:
                 record("dense", q["id"], chunk_vecs @ encoder.encode([q["question"]])[0], gold)
             bar.update(1)

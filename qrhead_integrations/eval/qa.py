@@ -388,9 +388,8 @@ def _bm25_scores(item: QAItem, state: GroupState, texts: Sequence[str]) -> list[
     """BM25 (``bm25s``) scores of the item's chunks for its question; the index is built once per group."""
     from .first_stage import BM25
 
-    index = _timed(state, "bm25", lambda: BM25([str(i) for i in range(len(texts))], texts))
-    hits = dict(index.search([item.question], len(texts))[0])
-    return [float(hits.get(str(i), 0.0)) for i in range(len(texts))]
+    index = _timed(state, "bm25", lambda: BM25.over(texts))
+    return index.scores(item.question)
 
 
 def select(name: str, budget: int, item: QAItem, scorers: Scorers, state: GroupState, questions: Sequence[str],

@@ -318,14 +318,13 @@ def squad_set(scorer: QRHeadScorer, root: Path, cache: Path, parts: dict[str, An
     store = MassStore(cache, scorer, {"set": "squad", "chunk_tokens": parts["chunk_tokens"], "order": "document"})
     items, qrels, masses = [], {}, {}
     for art in articles:
-        bm25 = BM25([str(i) for i in range(len(art["chunks"]))], art["chunks"])
+        bm25 = BM25.over(art["chunks"])
         for q in art["questions"]:
             m = store.get(q["id"], art["ids"])
             if m is None:
                 continue
-            hits = dict(bm25.search([q["question"]], len(art["chunks"]))[0])
             items.append(Candidates(q["id"], q["question"], list(art["ids"]), list(art["chunks"]),
-                                    [hits.get(str(i), 0.0) for i in range(len(art["chunks"]))]))
+                                    bm25.scores(q["question"])))
             qrels[q["id"]] = {art["ids"][g]: 1 for g in q["gold"]}
             masses[q["id"]] = m
     if not items:
