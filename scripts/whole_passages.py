@@ -1,0 +1,143 @@
+"""The shipped default as users call it — whole passages, no truncation — on SciFact test, next to the
+study's 128-token cut for the same queries.
+
+    python scripts/whole_passages.py --queries 60 --out docs/results/scifact-whole-passages.json
+
+Every number of the quality study (docs/quality.md) scores passages cut to 128 tokens (flagged), to keep
+~900 model passes affordable on CPU. The library's default is ``max_passage_tokens=None``: a re-ranker
+handed SciFact's abstracts (326 SmolLM2 tokens on average, 97% longer than 128) reads them whole, and 20
+of them (~6.5-10K tokens) take one or two windows of the 135M model's 8K context. This script measures
+that default, unchanged (``QRHeadScorer.from_pretrained()``, ``rank(query, passages,
+first_stage_scores=bm25)``: the registered head set, its weights and recommended fusion), in first-stage
+order on the study's seeded SciFact test queries, and reads the same queries' 128-token scores of the
+same configuration from the study's store (``qrhead eval collect``; the engine reproduces them to 1e-7,
+``scripts/check_default_vs_study.py``). Nothing is chosen here: it reports what users get.
+
+Per-query results go to a JSONL file under the user cache as they are computed; a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qrhead_integrations import QRHeadScorer
+from qrhead_integrations.engine.fusion import fuse
+from qrhead_integrations.engine.loading import cache_root
+from qrhead_integrations.eval.collect import MassStore
+from qrhead_integrations.eval.data import shared_data_dir
+from qrhead_integrations.eval.metrics import mean, paired_bootstrap, per_query, run_from_scores
+from qrhead_integrations.eval.sets import load_set
+from qrhead_integrations.eval.study import Variant, head_rows, passage_scores
+
+MEASURES = ("nDCG@10", "R@5", "RR")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--queries", type=int, default=60, help="the study's seeded first N SciFact test queries")
+    p.add_argument("--out", default="docs/results/scifact-whole-passages.json")
+    p.add_argument("--data", default=None)
+    args = p.parse_args()
+
+    data = load_set("scifact-test", Path(args.data) if args.data else shared_data_dir(), n=args.queries)
+    whole = QRHeadScorer.from_pretrained()  # exactly the default: no truncation
+    cut = QRHeadScorer.from_pretrained(max_passage_tokens=128)  # only for the study store's key
+    hs = cut.heads
+    opts = cut.effective_options
+    rows = head_rows(hs.heads, cut.shape.num_heads)
+    weights = np.asarray(hs.weights) if hs.weights else None
+    store = MassStore(cache_root() / "eval" / "tokens", cut, {
+        "set": data.name, "depth": len(data.items[0].doc_ids), "order": "first_stage", "seed": 0})
+
+    log = cache_root() / "eval" / "whole-passages" / f"scifact-test-{whole.model_name.replace('/', '__')}.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            rec = json.loads(line)
+            done[rec["qid"]] = rec
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **_):
+            return x
+    for it in tqdm(data.items, desc="whole passages"):
+        if it.qid in done:
+            continue
+        t = time.process_time()
+        w = time.time()
+        ranked = whole.rank(it.query, list(it.passages), first_stage_scores=list(it.first_stage))
+        fused = np.zeros(len(ranked))
+        alone = np.zeros(len(ranked))
+        for r in ranked:
+            fused[r.index], alone[r.index] = r.score, r.qrhead_score
+        rec = {"qid": it.qid, "fused": fused.tolist(), "alone": alone.tolist(),
+               "windows": len({r.window for r in ranked}), "truncated": sum(r.truncated for r in ranked),
+               "tokens": sum(len(whole.tokenizer(str(x))["input_ids"]) for x in it.passages),
+               "cpu_s": time.process_time() - t, "wall_s": time.time() - w}
+        with log.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        done[it.qid] = rec
+
+    qids = [it.qid for it in data.items if it.qid in done and store.get(it.qid, it.doc_ids) is not None]
+    items = {it.qid: it for it in data.items}
+    doc_ids = {q: items[q].doc_ids for q in qids}
+    scores: dict[str, dict[str, list[float]]] = {"BM25": {}, "default, 128-token cut (study)": {},
+                                                 "heads alone, 128-token cut (study)": {},
+                                                 "default, whole passages": {}, "heads alone, whole passages": {}}
+    for q in qids:
+        it = items[q]
+        m = store.get(q, it.doc_ids)
+        alone128 = passage_scores(m, Variant(), rows, weights)
+        scores["BM25"][q] = list(it.first_stage)
+        scores["default, 128-token cut (study)"][q] = list(fuse(alone128, it.first_stage, opts.fusion,
+                                                                 opts.fusion_weight))
+        scores["heads alone, 128-token cut (study)"][q] = list(alone128)
+        scores["default, whole passages"][q] = done[q]["fused"]
+        scores["heads alone, whole passages"][q] = done[q]["alone"]
+    per = {name: per_query(data.qrels, run_from_scores(doc_ids, s), MEASURES) for name, s in scores.items()}
+    table = {name: {m: mean({q: v[m] for q, v in pq.items()}) for m in MEASURES} for name, pq in per.items()}
+
+    def diff(a: str, b: str, m: str = "nDCG@10") -> dict[str, float]:
+        d = paired_bootstrap({q: per[a][q][m] for q in qids}, {q: per[b][q][m] for q in qids})
+        return {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n}
+
+    comparisons = {f"{a} - {b}": diff(a, b) for a, b in [
+        ("default, whole passages", "BM25"), ("default, whole passages", "default, 128-token cut (study)"),
+        ("heads alone, whole passages", "heads alone, 128-token cut (study)"),
+        ("default, 128-token cut (study)", "BM25")]}
+    recs = [done[q] for q in qids]
+    report = {"queries": len(qids), "set": data.description, "measures": list(MEASURES), "table": table,
+              "comparisons_ndcg10": comparisons,
+              "per_query_ndcg10": {name: {q: per[name][q]["nDCG@10"] for q in qids} for name in per},
+              "whole": {"tokens_mean": float(np.mean([r["tokens"] for r in recs])),
+                        "two_windows": sum(r["windows"] > 1 for r in recs),
+                        "truncated": sum(r["truncated"] for r in recs),
+                        "cpu_s_mean": float(np.mean([r["cpu_s"] for r in recs])),
+                        "threads": os.environ.get("OMP_NUM_THREADS")},
+              "head_set": {"heads": len(hs), "weights": bool(hs.weights), "fusion": opts.fusion,
+                           "fusion_weight": opts.fusion_weight},
+              "command": f"python scripts/whole_passages.py --queries {args.queries} --out {args.out}"}
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    lines = [f"# SciFact test, whole passages vs the study's 128-token cut ({len(qids)} queries)", "",
+             f"`{report['command']}`", "",
+             "| method | " + " | ".join(MEASURES) + " |", "|---|" + "---|" * len(MEASURES)]
+    lines += [f"| {n} | " + " | ".join(f"{table[n][m]:.3f}" for m in MEASURES) + " |" for n in table]
+    lines += ["", "Paired bootstrap, nDCG@10 (10,000 resamples, 95% interval):", ""]
+    lines += [f"- {k}: {v['mean']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]" for k, v in comparisons.items()]
+    w = report["whole"]
+    lines += ["", f"Whole passages: {w['tokens_mean']:.0f} tokens per query on average, {w['two_windows']} of "
+                  f"{len(qids)} queries in two windows, {w['truncated']} passages truncated, "
+                  f"{w['cpu_s_mean']:.0f} CPU s per query (OMP_NUM_THREADS={w['threads']})."]
+    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
