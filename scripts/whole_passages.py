@@ -102,10 +102,10 @@ def main() -> None:
         scores["default, whole passages"][q] = done[q]["fused"]
         scores["heads alone, whole passages"][q] = done[q]["alone"]
     per = {name: per_query(data.qrels, run_from_scores(doc_ids, s), MEASURES) for name, s in scores.items()}
-    table = {name: {m: mean({q: v[m] for q, v in pq.items()}) for m in MEASURES} for name, pq in per.items()}
+    table = {name: {m: mean(pq[m]) for m in MEASURES} for name, pq in per.items()}
 
     def diff(a: str, b: str, m: str = "nDCG@10") -> dict[str, float]:
-        d = paired_bootstrap({q: per[a][q][m] for q in qids}, {q: per[b][q][m] for q in qids})
+        d = paired_bootstrap(per[a][m], per[b][m])
         return {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n}
 
     comparisons = {f"{a} - {b}": diff(a, b) for a, b in [
@@ -115,7 +115,7 @@ def main() -> None:
     recs = [done[q] for q in qids]
     report = {"queries": len(qids), "set": data.description, "measures": list(MEASURES), "table": table,
               "comparisons_ndcg10": comparisons,
-              "per_query_ndcg10": {name: {q: per[name][q]["nDCG@10"] for q in qids} for name in per},
+              "per_query_ndcg10": {name: per[name]["nDCG@10"] for name in per},
               "whole": {"tokens_mean": float(np.mean([r["tokens"] for r in recs])),
                         "two_windows": sum(r["windows"] > 1 for r in recs),
                         "truncated": sum(r["truncated"] for r in recs),
