@@ -1,7 +1,7 @@
 """The shipped default as users call it — whole passages, no truncation — on SciFact test, next to the
 study's 128-token cut for the same queries.
 
-    python scripts/whole_passages.py --queries 60 --out docs/results/scifact-whole-passages.json
+    python scripts/whole_passages.py --queries 180 --out docs/results/scifact-whole-passages.json
 
 Every number of the quality study (docs/quality.md) scores passages cut to 128 tokens (flagged), to keep
 ~900 model passes affordable on CPU. The library's default is ``max_passage_tokens=None``: a re-ranker
@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from qrhead_integrations import QRHeadScorer
 from qrhead_integrations.engine.fusion import fuse
 from qrhead_integrations.engine.loading import cache_root
 from qrhead_integrations.eval.collect import MassStore
 from qrhead_integrations.eval.data import shared_data_dir
+from qrhead_integrations.eval.first_stage import doc_text
 from qrhead_integrations.eval.metrics import mean, paired_bootstrap, per_query, run_from_scores
 from qrhead_integrations.eval.sets import load_set
 from qrhead_integrations.eval.study import Variant, head_rows, passage_scores
@@ -62,11 +63,8 @@ def main() -> None:
         for line in log.read_text().splitlines():
             rec = json.loads(line)
             done[rec["qid"]] = rec
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        def tqdm(x, **_):
-            return x
+    from tqdm.auto import tqdm
+
     for it in tqdm(data.items, desc="whole passages"):
         if it.qid in done:
             continue
@@ -79,22 +77,21 @@ def main() -> None:
             fused[r.index], alone[r.index] = r.score, r.qrhead_score
         rec = {"qid": it.qid, "fused": fused.tolist(), "alone": alone.tolist(),
                "windows": len({r.window for r in ranked}), "truncated": sum(r.truncated for r in ranked),
-               "tokens": sum(len(whole.tokenizer(str(x))["input_ids"]) for x in it.passages),
-               "cpu_s": time.process_time() - t, "wall_s": time.time() - w}
+               "cpu_s": time.process_time() - t, "wall_s": time.time() - w, "threads": torch.get_num_threads()}
         with log.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         done[it.qid] = rec
 
-    qids = [it.qid for it in data.items if it.qid in done and store.get(it.qid, it.doc_ids) is not None]
     items = {it.qid: it for it in data.items}
+    stored = {q: m for q in items if q in done and (m := store.get(q, items[q].doc_ids)) is not None}
+    qids = list(stored)
     doc_ids = {q: items[q].doc_ids for q in qids}
     scores: dict[str, dict[str, list[float]]] = {"BM25": {}, "default, 128-token cut (study)": {},
                                                  "heads alone, 128-token cut (study)": {},
                                                  "default, whole passages": {}, "heads alone, whole passages": {}}
     for q in qids:
         it = items[q]
-        m = store.get(q, it.doc_ids)
-        alone128 = passage_scores(m, Variant(), rows, weights)
+        alone128 = passage_scores(stored[q], Variant(), rows, weights)
         scores["BM25"][q] = list(it.first_stage)
         scores["default, 128-token cut (study)"][q] = list(fuse(alone128, it.first_stage, opts.fusion,
                                                                  opts.fusion_weight))
@@ -104,7 +101,7 @@ def main() -> None:
     per = {name: per_query(data.qrels, run_from_scores(doc_ids, s), MEASURES) for name, s in scores.items()}
     table = {name: {m: mean(pq[m]) for m in MEASURES} for name, pq in per.items()}
 
-    def diff(a: str, b: str, m: str = "nDCG@10") -> dict[str, float]:
+    def diff(a: str, b: str, m: str = "nDCG@10") -> dict[str, float | int]:
         d = paired_bootstrap(per[a][m], per[b][m])
         return {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n}
 
@@ -116,11 +113,12 @@ def main() -> None:
     report = {"queries": len(qids), "set": data.description, "measures": list(MEASURES), "table": table,
               "comparisons_ndcg10": comparisons,
               "per_query_ndcg10": {name: per[name]["nDCG@10"] for name in per},
-              "whole": {"tokens_mean": float(np.mean([r["tokens"] for r in recs])),
+              "whole": {"tokens_mean": float(np.mean([  # passage tokens (title + text), template excluded
+                  sum(len(whole.tokenizer(doc_text(x))["input_ids"]) for x in items[q].passages) for q in qids])),
                         "two_windows": sum(r["windows"] > 1 for r in recs),
                         "truncated": sum(r["truncated"] for r in recs),
                         "cpu_s_mean": float(np.mean([r["cpu_s"] for r in recs])),
-                        "threads": os.environ.get("OMP_NUM_THREADS")},
+                        "threads": sorted({r.get("threads") for r in recs}, key=str)},
               "head_set": {"heads": len(hs), "weights": bool(hs.weights), "fusion": opts.fusion,
                            "fusion_weight": opts.fusion_weight},
               "command": f"python scripts/whole_passages.py --queries {args.queries} --out {args.out}"}
@@ -134,7 +132,7 @@ def main() -> None:
     w = report["whole"]
     lines += ["", f"Whole passages: {w['tokens_mean']:.0f} tokens per query on average, {w['two_windows']} of "
                   f"{len(qids)} queries in two windows, {w['truncated']} passages truncated, "
-                  f"{w['cpu_s_mean']:.0f} CPU s per query (OMP_NUM_THREADS={w['threads']})."]
+                  f"{w['cpu_s_mean']:.0f} CPU s per query (torch threads: {', '.join(map(str, w['threads']))})."]
     Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
