@@ -1,7 +1,8 @@
 """The shipped default as users call it — whole passages, no truncation — on SciFact test, next to the
 study's 128-token cut for the same queries.
 
-    python scripts/whole_passages.py --queries 180 --out docs/results/scifact-whole-passages.json
+    python scripts/whole_passages.py --queries 300 --out docs/results/scifact-whole-passages.json
+    python scripts/whole_passages.py --queries 60 --order shuffled --out docs/results/scifact-whole-passages-shuffled.json
 
 Every number of the quality study (docs/quality.md) scores passages cut to 128 tokens (flagged), to keep
 ~900 model passes affordable on CPU. The library's default is ``max_passage_tokens=None``: a re-ranker
@@ -11,7 +12,9 @@ that default, unchanged (``QRHeadScorer.from_pretrained()``, ``rank(query, passa
 first_stage_scores=bm25)``: the registered head set, its weights and recommended fusion), in first-stage
 order on the study's seeded SciFact test queries, and reads the same queries' 128-token scores of the
 same configuration from the study's store (``qrhead eval collect``; the engine reproduces them to 1e-7,
-``scripts/check_default_vs_study.py``). Nothing is chosen here: it reports what users get.
+``scripts/check_default_vs_study.py``). Nothing is chosen here: it reports what users get. ``--order
+shuffled`` hands each query's candidates over in the study's seeded shuffled order (with their BM25 scores
+permuted alike), the position-bias check; the study stored that order for its first 60 queries.
 
 Per-query results go to a JSONL file under the user cache as they are computed; a rerun resumes.
 """
@@ -32,6 +35,7 @@ from qrhead_integrations.engine.loading import cache_root
 from qrhead_integrations.eval.collect import MassStore
 from qrhead_integrations.eval.data import shared_data_dir
 from qrhead_integrations.eval.first_stage import doc_text
+from qrhead_integrations.eval.masses import shuffle_permutation
 from qrhead_integrations.eval.metrics import mean, paired_bootstrap, per_query, run_from_scores
 from qrhead_integrations.eval.sets import load_set
 from qrhead_integrations.eval.study import Variant, head_rows, passage_scores
@@ -44,6 +48,8 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=60, help="the study's seeded first N SciFact test queries")
     p.add_argument("--out", default="docs/results/scifact-whole-passages.json")
     p.add_argument("--data", default=None)
+    p.add_argument("--order", choices=("first_stage", "shuffled"), default="first_stage",
+                   help="candidates in first-stage order, or in the study's seeded shuffled order (seed 0)")
     args = p.parse_args()
 
     data = load_set("scifact-test", Path(args.data) if args.data else shared_data_dir(), n=args.queries)
@@ -54,9 +60,11 @@ def main() -> None:
     rows = head_rows(hs.heads, cut.shape.num_heads)
     weights = np.asarray(hs.weights) if hs.weights else None
     store = MassStore(cache_root() / "eval" / "tokens", cut, {
-        "set": data.name, "depth": len(data.items[0].doc_ids), "order": "first_stage", "seed": 0})
+        "set": data.name, "depth": len(data.items[0].doc_ids), "order": args.order, "seed": 0})
 
-    log = cache_root() / "eval" / "whole-passages" / f"scifact-test-{whole.model_name.replace('/', '__')}.jsonl"
+    suffix = "" if args.order == "first_stage" else f"-{args.order}"
+    log = (cache_root() / "eval" / "whole-passages"
+           / f"scifact-test-{whole.model_name.replace('/', '__')}{suffix}.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     done = {}
     if log.is_file():
@@ -70,11 +78,14 @@ def main() -> None:
             continue
         t = time.process_time()
         w = time.time()
-        ranked = whole.rank(it.query, list(it.passages), first_stage_scores=list(it.first_stage))
-        fused = np.zeros(len(ranked))
+        perm = (shuffle_permutation(it.qid, len(it.doc_ids), 0) if args.order == "shuffled"
+                else list(range(len(it.doc_ids))))
+        ranked = whole.rank(it.query, [it.passages[i] for i in perm],
+                            first_stage_scores=[float(it.first_stage[i]) for i in perm])
+        fused = np.zeros(len(ranked))  # indexed by first-stage position, whatever the order handed over
         alone = np.zeros(len(ranked))
         for r in ranked:
-            fused[r.index], alone[r.index] = r.score, r.qrhead_score
+            fused[perm[r.index]], alone[perm[r.index]] = r.score, r.qrhead_score
         rec = {"qid": it.qid, "fused": fused.tolist(), "alone": alone.tolist(),
                "windows": len({r.window for r in ranked}), "truncated": sum(r.truncated for r in ranked),
                "cpu_s": time.process_time() - t, "wall_s": time.time() - w, "threads": torch.get_num_threads()}
@@ -110,7 +121,8 @@ def main() -> None:
         ("heads alone, whole passages", "heads alone, 128-token cut (study)"),
         ("default, 128-token cut (study)", "BM25")]}
     recs = [done[q] for q in qids]
-    report = {"queries": len(qids), "set": data.description, "measures": list(MEASURES), "table": table,
+    report = {"queries": len(qids), "set": data.description, "order": args.order, "measures": list(MEASURES),
+              "table": table,
               "comparisons_ndcg10": comparisons,
               "per_query_ndcg10": {name: per[name]["nDCG@10"] for name in per},
               "whole": {"tokens_mean": float(np.mean([  # passage tokens (title + text), template excluded
@@ -121,9 +133,11 @@ def main() -> None:
                         "threads": sorted({r.get("threads") for r in recs}, key=str)},
               "head_set": {"heads": len(hs), "weights": bool(hs.weights), "fusion": opts.fusion,
                            "fusion_weight": opts.fusion_weight},
-              "command": f"python scripts/whole_passages.py --queries {args.queries} --out {args.out}"}
+              "command": f"python scripts/whole_passages.py --queries {args.queries}"
+                         + ("" if args.order == "first_stage" else f" --order {args.order}") + f" --out {args.out}"}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    lines = [f"# SciFact test, whole passages vs the study's 128-token cut ({len(qids)} queries)", "",
+    order = "first-stage order" if args.order == "first_stage" else "seeded shuffled order"
+    lines = [f"# SciFact test, whole passages vs the study's 128-token cut ({len(qids)} queries, {order})", "",
              f"`{report['command']}`", "",
              "| method | " + " | ".join(MEASURES) + " |", "|---|" + "---|" * len(MEASURES)]
     lines += [f"| {n} | " + " | ".join(f"{table[n][m]:.3f}" for m in MEASURES) + " |" for n in table]
