@@ -109,6 +109,16 @@ def main() -> None:
         scores["heads alone, 128-token cut (study)"][q] = list(alone128)
         scores["default, whole passages"][q] = done[q]["fused"]
         scores["heads alone, whole passages"][q] = done[q]["alone"]
+    pairs = [("default, whole passages", "BM25"), ("default, whole passages", "default, 128-token cut (study)"),
+             ("heads alone, whole passages", "heads alone, 128-token cut (study)"),
+             ("default, 128-token cut (study)", "BM25")]
+    first_log = log.with_name(log.name.replace(suffix + ".jsonl", ".jsonl"))
+    if suffix and first_log.is_file():  # the same queries' first-stage-order run, when it has them all
+        first = {r["qid"]: r for r in map(json.loads, first_log.read_text().splitlines())}
+        if all(q in first for q in qids):
+            name = "default, whole passages, first-stage order"
+            scores[name] = {q: first[q]["fused"] for q in qids}
+            pairs.append(("default, whole passages", name))
     per = {name: per_query(data.qrels, run_from_scores(doc_ids, s), MEASURES) for name, s in scores.items()}
     table = {name: {m: mean(pq[m]) for m in MEASURES} for name, pq in per.items()}
 
@@ -116,10 +126,7 @@ def main() -> None:
         d = paired_bootstrap(per[a][m], per[b][m])
         return {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n}
 
-    comparisons = {f"{a} - {b}": diff(a, b) for a, b in [
-        ("default, whole passages", "BM25"), ("default, whole passages", "default, 128-token cut (study)"),
-        ("heads alone, whole passages", "heads alone, 128-token cut (study)"),
-        ("default, 128-token cut (study)", "BM25")]}
+    comparisons = {f"{a} - {b}": diff(a, b) for a, b in pairs}
     recs = [done[q] for q in qids]
     report = {"queries": len(qids), "set": data.description, "order": args.order, "measures": list(MEASURES),
               "table": table,
