@@ -46,11 +46,15 @@ MEASURES = ("nDCG@10", "R@5", "RR")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--queries", type=int, default=60, help="the study's seeded first N SciFact test queries")
-    p.add_argument("--out", default="docs/results/scifact-whole-passages.json")
+    p.add_argument("--out", default=None, help="report path (default: docs/results/scifact-whole-passages"
+                                                "[-shuffled].json; a .md table is written beside it)")
     p.add_argument("--data", default=None)
     p.add_argument("--order", choices=("first_stage", "shuffled"), default="first_stage",
                    help="candidates in first-stage order, or in the study's seeded shuffled order (seed 0)")
     args = p.parse_args()
+    if args.out is None:
+        tail = "" if args.order == "first_stage" else f"-{args.order}"
+        args.out = f"docs/results/scifact-whole-passages{tail}.json"
 
     data = load_set("scifact-test", Path(args.data) if args.data else shared_data_dir(), n=args.queries)
     whole = QRHeadScorer.from_pretrained()  # exactly the default: no truncation
@@ -111,7 +115,7 @@ def main() -> None:
         scores["heads alone, whole passages"][q] = done[q]["alone"]
     pairs = [("default, whole passages", "BM25"), ("default, whole passages", "default, 128-token cut (study)"),
              ("heads alone, whole passages", "heads alone, 128-token cut (study)"),
-             ("default, 128-token cut (study)", "BM25")]
+             ("default, 128-token cut (study)", "BM25"), ("heads alone, whole passages", "BM25")]
     first_log = log.with_name(log.name.replace(suffix + ".jsonl", ".jsonl"))
     if suffix and first_log.is_file():  # the same queries' first-stage-order run, when it has them all
         first = {r["qid"]: r for r in map(json.loads, first_log.read_text().splitlines())}
