@@ -52,9 +52,8 @@ def main() -> None:
     p.add_argument("--order", choices=("first_stage", "shuffled"), default="first_stage",
                    help="candidates in first-stage order, or in the study's seeded shuffled order (seed 0)")
     args = p.parse_args()
-    if args.out is None:
-        tail = "" if args.order == "first_stage" else f"-{args.order}"
-        args.out = f"docs/results/scifact-whole-passages{tail}.json"
+    suffix = "" if args.order == "first_stage" else f"-{args.order}"  # of the report and the JSONL
+    args.out = args.out or f"docs/results/scifact-whole-passages{suffix}.json"
 
     data = load_set("scifact-test", Path(args.data) if args.data else shared_data_dir(), n=args.queries)
     whole = QRHeadScorer.from_pretrained()  # exactly the default: no truncation
@@ -66,9 +65,8 @@ def main() -> None:
     store = MassStore(cache_root() / "eval" / "tokens", cut, {
         "set": data.name, "depth": len(data.items[0].doc_ids), "order": args.order, "seed": 0})
 
-    suffix = "" if args.order == "first_stage" else f"-{args.order}"
-    log = (cache_root() / "eval" / "whole-passages"
-           / f"scifact-test-{whole.model_name.replace('/', '__')}{suffix}.jsonl")
+    stem = cache_root() / "eval" / "whole-passages" / f"scifact-test-{whole.model_name.replace('/', '__')}"
+    log = stem.with_name(f"{stem.name}{suffix}.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     done = {}
     if log.is_file():
@@ -116,7 +114,7 @@ def main() -> None:
     pairs = [("default, whole passages", "BM25"), ("default, whole passages", "default, 128-token cut (study)"),
              ("heads alone, whole passages", "heads alone, 128-token cut (study)"),
              ("default, 128-token cut (study)", "BM25"), ("heads alone, whole passages", "BM25")]
-    first_log = log.with_name(log.name.replace(suffix + ".jsonl", ".jsonl"))
+    first_log = stem.with_name(f"{stem.name}.jsonl")
     if suffix and first_log.is_file():  # the same queries' first-stage-order run, when it has them all
         first = {r["qid"]: r for r in map(json.loads, first_log.read_text().splitlines())}
         if all(q in first for q in qids):
