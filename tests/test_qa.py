@@ -244,6 +244,36 @@ def test_command_line_run_on_tiny_models(tok, tmp_path, data_dir):
     assert again["summary"]["qrhead"]["accuracy"] == report["summary"]["qrhead"]["accuracy"]
 
 
+def test_command_line_scoring_options_reach_the_scorers_and_the_setup(tok, tmp_path, data_dir, capsys):
+    """`qrhead eval qa --max-context-tokens N` (any ScoringOptions flag) reaches both QRHead scorers and is
+    part of every record's setup: a rerun on the same records with another window is refused by name."""
+    if data_dir is None or not (data_dir / "nq-open-oracle").is_dir():
+        pytest.skip("shared data not available")
+    from qrhead_integrations.cli import build_parser, main
+
+    args = build_parser().parse_args(["eval", "qa", "--task", "nq", "--max-context-tokens", "256", "--out", "x"])
+    assert qa.scorer_options(args) == {"candidate_order": "as_given", "max_context_tokens": 256}
+    args = build_parser().parse_args(["eval", "qa", "--task", "nq", "--order", "both", "--out", "x"])
+    assert qa.scorer_options(args) == {"candidate_order": "both"}
+
+    folder = tmp_path / "tiny"
+    tiny_model("qwen2", tok, seed=1).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    heads = ",".join(f"{l}-{h}" for l, h in HEADS)
+    jsonl = tmp_path / "q.jsonl"
+    common = ["eval", "qa", "--task", "nq", "--data", str(data_dir), "--generator", str(folder),
+              "--scorer-model", str(folder), "--scorer-heads", heads, "--gen-heads", heads, "--limit", "1",
+              "--depth", "4", "--max-new-tokens", "2", "--budget", "300", "--jsonl", str(jsonl),
+              "--selectors", "qrhead", "qrhead-gen", "--out", str(tmp_path / "qa.json")]
+    assert main(common + ["--max-context-tokens", "256"]) == 0
+    assert main(common + ["--max-context-tokens", "256"]) == 0  # same setup: resumes
+    capsys.readouterr()
+    assert main(common + ["--max-context-tokens", "512"]) == 2
+    err = capsys.readouterr().err
+    assert "another setup" in err and "scorer=" in err and "generator_scorer=" in err
+    assert len(qa.read_done(jsonl)) == 1
+
+
 def test_memory_probe_on_tiny_models(tok, tmp_path):
     from types import SimpleNamespace
 

@@ -684,12 +684,13 @@ def reset_peak_rss() -> bool:
 
 
 def memory_probe(loaded: Any, items: Sequence[QAItem], *, smol_model: str | None = None, smol_heads: Any = None,
-                 gen_heads: Any = None) -> dict[str, Any]:
+                 gen_heads: Any = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Resident memory and its peak while scoring one long input (``items[0]``'s chunks and question): with
     the generator's own weights, then with a separately loaded small scorer (in this order, in this
     process: the small scorer's weights come on top of the generator's, as in a real pipeline).
     ``loaded``: the generator (``.model``, ``.tokenizer``, ``.name``). Peaks are Linux ``VmHWM`` after a
-    reset (``/proc/self/clear_refs``); None where that is not available."""
+    reset (``/proc/self/clear_refs``); None where that is not available. ``options``: both scorers'
+    scoring options (default: candidates as given)."""
     from .._llm import scorer_from_parts
     from ..engine.scoring import QRHeadScorer
 
@@ -697,14 +698,14 @@ def memory_probe(loaded: Any, items: Sequence[QAItem], *, smol_model: str | None
     texts = [c.text for c in it.chunks]
     out: dict[str, Any] = {"input_tokens": sum(len(loaded.tokenizer.encode(t)) for t in texts),
                            "chunks": len(texts), "rss_generator_loaded_mb": rss_mb()}
-    gen = scorer_from_parts(loaded.model, loaded.tokenizer, gen_heads, model_name=loaded.name,
-                            candidate_order="as_given")
+    options = options or {"candidate_order": "as_given"}
+    gen = scorer_from_parts(loaded.model, loaded.tokenizer, gen_heads, model_name=loaded.name, **options)
     for label in ("generator_weights", "separate_small_scorer"):
         if label == "generator_weights":
             scorer = gen
         else:
             before = rss_mb()
-            scorer = QRHeadScorer.from_pretrained(smol_model, smol_heads, candidate_order="as_given")
+            scorer = QRHeadScorer.from_pretrained(smol_model, smol_heads, **options)
             out["rss_small_scorer_weights_mb"] = (rss_mb() or 0.0) - (before or 0.0)
         reset = reset_peak_rss()
         base = rss_mb()
@@ -753,7 +754,20 @@ def add_qa_parser(esub: Any) -> None:
     q.add_argument("--report-only", action="store_true",
                    help="no model: the summary again from the per-question records (--jsonl or the default)")
     q.add_argument("--out", required=True, help="summary JSON (a Markdown table is written beside it)")
+    from ..cli import _add_option_args
+
+    # the QRHead scorers' options (both the small scorer and the generator-weights one), e.g.
+    # --max-context-tokens 2048; recorded in every question's setup, so runs with other options never mix
+    _add_option_args(q)
     q.set_defaults(func=cmd_qa)
+
+
+def scorer_options(args: Any) -> dict[str, Any]:
+    """The scoring options given on the command line; candidates keep the order the task hands over
+    (the gold position is the experiment) unless ``--candidate-order`` says otherwise."""
+    from ..cli import _options
+
+    return {"candidate_order": "as_given", **_options(args)}
 
 
 def cmd_qa(args: Any) -> int:
@@ -782,7 +796,7 @@ def cmd_qa(args: Any) -> int:
         items = items[:args.limit]
     if args.memory_probe:
         report = memory_probe(loaded, items, smol_model=args.scorer_model, smol_heads=args.scorer_heads,
-                              gen_heads=args.gen_heads)
+                              gen_heads=args.gen_heads, options=scorer_options(args))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
         print(json.dumps(report, indent=1))
@@ -792,7 +806,7 @@ def cmd_qa(args: Any) -> int:
     names = {parse_selector(s, args.budget)[0] for s in args.selectors}
     scorers = Scorers(evidence=args.evidence, evidence_context=args.evidence_context)
     if names & {"qrhead", "all-heads", "random-heads", "qrhead-rank-order", "qrhead-trim", "qrhead-bm25"}:
-        scorers.smol = QRHeadScorer.from_pretrained(args.scorer_model, args.scorer_heads, candidate_order="as_given")
+        scorers.smol = QRHeadScorer.from_pretrained(args.scorer_model, args.scorer_heads, **scorer_options(args))
         scorers.random_heads = HeadSet.random_heads(scorers.smol.shape, len(scorers.smol.heads), seed=args.seed)
     if "qrhead-gen" in names:
         if args.framework == "langchain":
@@ -800,7 +814,7 @@ def cmd_qa(args: Any) -> int:
         else:
             from ..llama_index.llm import scorer_from_llm
         scorers.gen = scorer_from_llm(generator.llm, args.gen_heads, model_name=loaded.name,
-                                      candidate_order="as_given")
+                                      **scorer_options(args))
     if "dense" in names:
         from .first_stage import DenseRetriever
 
