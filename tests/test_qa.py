@@ -163,6 +163,23 @@ def test_a_rerun_with_another_setup_is_refused(generator, scorers, tmp_path):
     assert qa.read_done(jsonl) == {r["id"]: r for r in first}  # nothing was written by the refused runs
 
 
+def test_records_of_the_same_setup_under_another_name_are_found(generator, scorers, tmp_path):
+    """A run named by another --out starts from scratch; the files holding this setup's records are found
+    (so the command can say which --jsonl would resume them), and only those."""
+    items = _items()
+    setup = qa.run_setup(scorers, budget=40, task="nq", depth=4)
+    qa.run_qa(items, generator, ["bm25"], scorers, budget=40, jsonl=tmp_path / "first.jsonl",
+              show_progress=False, setup=setup)
+    qa.run_qa(items, generator, ["bm25"], scorers, budget=30, jsonl=tmp_path / "other-budget.jsonl",
+              show_progress=False, setup=qa.run_setup(scorers, budget=30, task="nq", depth=4))
+    (tmp_path / "broken.jsonl").write_text("{not json\n")
+    again = tmp_path / "second.jsonl"
+    assert qa.records_elsewhere(again, setup, generator.name) == [tmp_path / "first.jsonl"]
+    assert qa.records_elsewhere(tmp_path / "first.jsonl", setup, generator.name) == []  # not itself
+    assert qa.records_elsewhere(again, setup, "another-generator") == []
+    assert qa.records_elsewhere(tmp_path / "absent" / "x.jsonl", setup, generator.name) == []
+
+
 def test_qrhead_bm25_fuses_the_chunks_bm25_scores(generator, scorers, tmp_path):
     """``qrhead-bm25`` ranks with the library's first-stage fusion: all weight on the first stage gives
     BM25's choice, and its ranking is the scorer's own fused ranking of the chunks."""
@@ -244,7 +261,8 @@ def test_command_line_run_on_tiny_models(tok, tmp_path, data_dir):
     assert again["summary"]["qrhead"]["accuracy"] == report["summary"]["qrhead"]["accuracy"]
 
 
-def test_command_line_scoring_options_reach_the_scorers_and_the_setup(tok, tmp_path, data_dir, capsys):
+def test_command_line_scoring_options_reach_the_scorers_and_the_setup(tok, tmp_path, data_dir, capsys, caplog,
+                                                                        monkeypatch):
     """`qrhead eval qa --max-context-tokens N` (any ScoringOptions flag) reaches both QRHead scorers and is
     part of every record's setup: a rerun on the same records with another window is refused by name."""
     if data_dir is None or not (data_dir / "nq-open-oracle").is_dir():
@@ -272,6 +290,17 @@ def test_command_line_scoring_options_reach_the_scorers_and_the_setup(tok, tmp_p
     err = capsys.readouterr().err
     assert "another setup" in err and "scorer=" in err and "generator_scorer=" in err
     assert len(qa.read_done(jsonl)) == 1
+
+    # the same run named by another --out, its records in the default place: told where the others are
+    monkeypatch.setenv("QRHEAD_CACHE", str(tmp_path / "cache"))
+    named = [a for a in common if a not in ("--jsonl", str(jsonl))]
+    assert main(named + ["--max-context-tokens", "256"]) == 0
+    first = tmp_path / "cache" / "eval" / "qa" / "qa.jsonl"
+    assert first.is_file()
+    renamed = named[:-1] + [str(tmp_path / "renamed.json")]
+    with caplog.at_level("WARNING", logger="qrhead_integrations"):
+        assert main(renamed + ["--max-context-tokens", "256"]) == 0
+    assert any(f"--jsonl {first}" in r.getMessage() for r in caplog.records)
 
 
 def test_memory_probe_on_tiny_models(tok, tmp_path):

@@ -463,6 +463,24 @@ def _check_setup(path: Path, done: dict[str, dict[str, Any]], items: Sequence[QA
                              "(or --out) for this setup")
 
 
+def records_elsewhere(jsonl: Path, setup: dict[str, Any], generator_name: str) -> list[Path]:
+    """Other JSONL files beside ``jsonl`` whose records were made with this generator and this setup: a run
+    named by another ``--out`` starts from scratch, and these are what ``--jsonl`` could resume instead."""
+    same = json.loads(json.dumps(setup, default=str))
+    found = []
+    for path in sorted(jsonl.parent.glob("*.jsonl")) if jsonl.parent.is_dir() else []:
+        if path == jsonl:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                first = json.loads(next((line for line in f if line.strip()), "{}"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if first.get("generator") == generator_name and first.get("setup") == same:
+            found.append(path)
+    return found
+
+
 def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[str], scorers: Scorers, *,
            budget: int = 512, jsonl: str | Path, show_progress: bool = True, task: str = "",
            setup: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -823,6 +841,10 @@ def cmd_qa(args: Any) -> int:
     shape = ({"depth": args.depth, "skip": args.skip} if args.task == "nq" else {"chunk_tokens": args.chunk_tokens})
     setup = run_setup(scorers, budget=args.budget, task=args.task, seed=args.seed, dtype=str(loaded.model.dtype),
                       framework=args.framework, max_new_tokens=args.max_new_tokens, **shape)
+    if not args.jsonl and not read_done(jsonl):
+        for other in records_elsewhere(jsonl, setup, loaded.name):
+            logger.warning("%s holds answers with this generator and setup; this run (named by --out) starts "
+                           "from scratch in %s: pass --jsonl %s to resume those records instead", other, jsonl, other)
     records = run_qa(items, generator, args.selectors, scorers, budget=args.budget, jsonl=jsonl, task=args.task,
                      setup=setup)
     summary = summarize(records, args.selectors)
