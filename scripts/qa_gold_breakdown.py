@@ -1,0 +1,62 @@
+"""Where two selectors' answers differ, and why: questions split by which selector's context holds the
+gold passage, with each selector's correct answers in every cell (from a `qrhead eval qa` JSONL).
+``--pair`` instead prints the paired bootstrap difference of two selectors' accuracy from committed
+summaries (``A.json:selector``), over the questions both answered (e.g. the same selector in two runs).
+
+    python scripts/qa_gold_breakdown.py ~/.cache/qrhead-integrations/eval/qa/qa-nq-budget-test.jsonl \
+        bm25 qrhead-bm25
+    python scripts/qa_gold_breakdown.py --pair docs/results/qa-nq50-window2048-qwen05.json:qrhead \
+        docs/results/qa-nq50-qwen05.json:qrhead
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from qrhead_integrations.eval.qa import read_done
+
+
+def pair(a: str, b: str) -> None:
+    """Paired bootstrap difference a - b of per-question correctness, on the questions both hold."""
+    import json
+
+    from qrhead_integrations.eval.metrics import paired_bootstrap
+
+    def correct(spec: str) -> dict[str, float]:
+        path, _, selector = spec.rpartition(":")
+        return json.loads(Path(path).read_text())["summary"][selector]["correct"]
+
+    ca, cb = correct(a), correct(b)
+    both = sorted(ca.keys() & cb.keys())
+    ca, cb = {q: ca[q] for q in both}, {q: cb[q] for q in both}
+    print(f"{len(both)} questions: {sum(ca.values()) / len(both):.3f} vs {sum(cb.values()) / len(both):.3f}, "
+          f"{paired_bootstrap(ca, cb)}")
+
+
+def main() -> None:
+    import sys
+
+    if sys.argv[1:2] == ["--pair"] and len(sys.argv) == 4:
+        return pair(sys.argv[2], sys.argv[3])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("jsonl", type=Path)
+    p.add_argument("a", help="selector, e.g. bm25")
+    p.add_argument("b", help="selector, e.g. qrhead-bm25")
+    args = p.parse_args()
+    cells: Counter = Counter()
+    for rec in read_done(args.jsonl).values():
+        sa, sb = rec["selectors"][args.a], rec["selectors"][args.b]
+        key = (sa["evidence_recall"] > 0, sb["evidence_recall"] > 0)
+        cells[key, "n"] += 1
+        cells[key, args.a] += int(sa["correct"])
+        cells[key, args.b] += int(sb["correct"])
+    print(f"| gold in {args.a} | gold in {args.b} | questions | {args.a} correct | {args.b} correct |")
+    print("|---|---|---|---|---|")
+    for key in sorted({k for k, _ in cells}, reverse=True):
+        print(f"| {key[0]} | {key[1]} | {cells[key, 'n']} | {cells[key, args.a]} | {cells[key, args.b]} |")
+
+
+if __name__ == "__main__":
+    main()
