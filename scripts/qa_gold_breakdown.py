@@ -7,6 +7,10 @@ summaries (``A.json:selector``), over the questions both answered (e.g. the same
         bm25 qrhead-bm25
     python scripts/qa_gold_breakdown.py --pair docs/results/qa-nq50-window2048-qwen05.json:qrhead \
         docs/results/qa-nq50-qwen05.json:qrhead
+
+``--questions-from R.json`` keeps only the questions of a committed summary (e.g. the first 18 of a
+longer run, to compare with a shorter one); each selector's accuracy and evidence recall over the kept
+questions are printed under the table.
 """
 
 from __future__ import annotations
@@ -44,9 +48,18 @@ def main() -> None:
     p.add_argument("jsonl", type=Path)
     p.add_argument("a", help="selector, e.g. bm25")
     p.add_argument("b", help="selector, e.g. qrhead-bm25")
+    p.add_argument("--questions-from", type=Path, default=None,
+                   help="a committed summary (.json): keep only the questions it holds")
     args = p.parse_args()
+    records = list(read_done(args.jsonl).values())
+    if args.questions_from is not None:
+        import json
+
+        summary = json.loads(args.questions_from.read_text())["summary"]
+        keep = set().union(*(s["correct"].keys() for s in summary.values()))
+        records = [r for r in records if r["id"] in keep]
     cells: Counter = Counter()
-    for rec in read_done(args.jsonl).values():
+    for rec in records:
         sa, sb = rec["selectors"][args.a], rec["selectors"][args.b]
         key = (sa["evidence_recall"] > 0, sb["evidence_recall"] > 0)
         cells[key, "n"] += 1
@@ -56,6 +69,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for key in sorted({k for k, _ in cells}, reverse=True):
         print(f"| {key[0]} | {key[1]} | {cells[key, 'n']} | {cells[key, args.a]} | {cells[key, args.b]} |")
+    for name in (args.a, args.b):
+        rows = [r["selectors"][name] for r in records]
+        print(f"{name}: {len(rows)} questions, accuracy {sum(r['correct'] for r in rows) / len(rows):.3f}, "
+              f"evidence recall {sum(r['evidence_recall'] for r in rows) / len(rows):.2f}")
 
 
 if __name__ == "__main__":
