@@ -8,9 +8,15 @@ summaries (``A.json:selector``), over the questions both answered (e.g. the same
     python scripts/qa_gold_breakdown.py --pair docs/results/qa-nq50-window2048-qwen05.json:qrhead \
         docs/results/qa-nq50-qwen05.json:qrhead
 
+``--pool`` pools several committed summaries of disjoint questions (e.g. two test runs) and prints the
+paired bootstrap difference of two selectors over all of them:
+
+    python scripts/qa_gold_breakdown.py --pool qrhead-bm25 bm25 docs/results/qa-nq-budget-test.json \
+        docs/results/qa-nq-budget-test400.json
+
 ``--questions-from R.json`` keeps only the questions of a committed summary (e.g. the first 18 of a
 longer run, to compare with a shorter one); each selector's accuracy and evidence recall over the kept
-questions are printed under the table.
+questions are printed under the table, and by the gold passage's position (first / middle / last).
 """
 
 from __future__ import annotations
@@ -39,11 +45,35 @@ def pair(a: str, b: str) -> None:
           f"{paired_bootstrap(ca, cb)}")
 
 
+def pool(a: str, b: str, paths: list[str]) -> None:
+    """Paired bootstrap difference a - b over the union of several runs' questions (which must not overlap)."""
+    import json
+
+    from qrhead_integrations.eval.metrics import paired_bootstrap
+
+    ca: dict[str, float] = {}
+    cb: dict[str, float] = {}
+    for path in paths:
+        summary = json.loads(Path(path).read_text())["summary"]
+        ra, rb = summary[a]["correct"], summary[b]["correct"]
+        if ra.keys() != rb.keys():
+            raise SystemExit(f"{path}: {a} and {b} answered different questions")
+        if overlap := ca.keys() & ra.keys():
+            raise SystemExit(f"{path}: {len(overlap)} questions already pooled from an earlier file")
+        ca.update(ra)
+        cb.update(rb)
+    n = len(ca)
+    print(f"{n} questions from {len(paths)} runs: {a} {sum(ca.values()) / n:.3f}, {b} {sum(cb.values()) / n:.3f}, "
+          f"{a} - {b} {paired_bootstrap(ca, cb)}")
+
+
 def main() -> None:
     import sys
 
     if sys.argv[1:2] == ["--pair"] and len(sys.argv) == 4:
         return pair(sys.argv[2], sys.argv[3])
+    if sys.argv[1:2] == ["--pool"] and len(sys.argv) >= 5:
+        return pool(sys.argv[2], sys.argv[3], sys.argv[4:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("jsonl", type=Path)
     p.add_argument("a", help="selector, e.g. bm25")
@@ -73,6 +103,11 @@ def main() -> None:
         rows = [r["selectors"][name] for r in records]
         print(f"{name}: {len(rows)} questions, accuracy {sum(r['correct'] for r in rows) / len(rows):.3f}, "
               f"evidence recall {sum(r['evidence_recall'] for r in rows) / len(rows):.2f}")
+        for position in sorted({r.get("position") for r in records} - {None}):
+            rows = [r["selectors"][name] for r in records if r.get("position") == position]
+            print(f"  gold {position}: {len(rows)} questions, accuracy "
+                  f"{sum(r['correct'] for r in rows) / len(rows):.2f}, evidence recall "
+                  f"{sum(r['evidence_recall'] for r in rows) / len(rows):.2f}")
 
 
 if __name__ == "__main__":
