@@ -22,21 +22,33 @@ questions are printed under the table, and by the gold passage's position (first
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+from qrhead_integrations.eval.metrics import paired_bootstrap
 from qrhead_integrations.eval.qa import read_done
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    """A committed `qrhead eval qa` summary: selector -> its aggregate and per-question ``correct``."""
+    return json.loads(Path(path).read_text())["summary"]
+
+
+def rates(rows: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """Questions, accuracy and mean evidence recall of one selector's per-question records."""
+    n = len(rows)
+    return n, sum(r["correct"] for r in rows) / n, sum(r["evidence_recall"] for r in rows) / n
 
 
 def pair(a: str, b: str) -> None:
     """Paired bootstrap difference a - b of per-question correctness, on the questions both hold."""
-    import json
-
-    from qrhead_integrations.eval.metrics import paired_bootstrap
 
     def correct(spec: str) -> dict[str, float]:
         path, _, selector = spec.rpartition(":")
-        return json.loads(Path(path).read_text())["summary"][selector]["correct"]
+        return load_summary(path)[selector]["correct"]
 
     ca, cb = correct(a), correct(b)
     both = sorted(ca.keys() & cb.keys())
@@ -47,14 +59,10 @@ def pair(a: str, b: str) -> None:
 
 def pool(a: str, b: str, paths: list[str]) -> None:
     """Paired bootstrap difference a - b over the union of several runs' questions (which must not overlap)."""
-    import json
-
-    from qrhead_integrations.eval.metrics import paired_bootstrap
-
     ca: dict[str, float] = {}
     cb: dict[str, float] = {}
     for path in paths:
-        summary = json.loads(Path(path).read_text())["summary"]
+        summary = load_summary(path)
         ra, rb = summary[a]["correct"], summary[b]["correct"]
         if ra.keys() != rb.keys():
             raise SystemExit(f"{path}: {a} and {b} answered different questions")
@@ -68,8 +76,6 @@ def pool(a: str, b: str, paths: list[str]) -> None:
 
 
 def main() -> None:
-    import sys
-
     if sys.argv[1:2] == ["--pair"] and len(sys.argv) == 4:
         return pair(sys.argv[2], sys.argv[3])
     if sys.argv[1:2] == ["--pool"] and len(sys.argv) >= 5:
@@ -83,9 +89,7 @@ def main() -> None:
     args = p.parse_args()
     records = list(read_done(args.jsonl).values())
     if args.questions_from is not None:
-        import json
-
-        summary = json.loads(args.questions_from.read_text())["summary"]
+        summary = load_summary(args.questions_from)
         keep = set().union(*(s["correct"].keys() for s in summary.values()))
         records = [r for r in records if r["id"] in keep]
     cells: Counter = Counter()
@@ -100,14 +104,11 @@ def main() -> None:
     for key in sorted({k for k, _ in cells}, reverse=True):
         print(f"| {key[0]} | {key[1]} | {cells[key, 'n']} | {cells[key, args.a]} | {cells[key, args.b]} |")
     for name in (args.a, args.b):
-        rows = [r["selectors"][name] for r in records]
-        print(f"{name}: {len(rows)} questions, accuracy {sum(r['correct'] for r in rows) / len(rows):.3f}, "
-              f"evidence recall {sum(r['evidence_recall'] for r in rows) / len(rows):.2f}")
+        n, accuracy, recall = rates([r["selectors"][name] for r in records])
+        print(f"{name}: {n} questions, accuracy {accuracy:.3f}, evidence recall {recall:.2f}")
         for position in sorted({r.get("position") for r in records} - {None}):
-            rows = [r["selectors"][name] for r in records if r.get("position") == position]
-            print(f"  gold {position}: {len(rows)} questions, accuracy "
-                  f"{sum(r['correct'] for r in rows) / len(rows):.2f}, evidence recall "
-                  f"{sum(r['evidence_recall'] for r in rows) / len(rows):.2f}")
+            n, accuracy, recall = rates([r["selectors"][name] for r in records if r.get("position") == position])
+            print(f"  gold {position}: {n} questions, accuracy {accuracy:.2f}, evidence recall {recall:.2f}")
 
 
 if __name__ == "__main__":
