@@ -157,6 +157,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
             "rankings": [{"query": q, "results": [
                 {"rank": r.rank, "index": r.index, "line": passages[r.index]["line"], "id": passages[r.index]["id"],
                  "score": r.score, "text": r.text, **({"title": r.title} if r.title else {}), "truncated": r.truncated,
+                 **({"scored_chars": len(r.scored_text)} if r.scored_text is not None else {}),
                  **({"evidence": [{"start": e.start, "end": e.end, "share": e.share, "text": e.text} for e in r.evidence]}
                     if args.evidence else {})}
                 for r in results]} for q, results in rankings],

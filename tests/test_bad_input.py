@@ -81,6 +81,11 @@ ENGINE = [
      ValueError, "max_query_tokens"),
     ("context budget too small", lambda s: s.with_options(max_context_tokens=40).rank(Q, P), ContextBudgetError,
      "leaves no room"),
+    # the query alone is longer than the context: say so (raising the budget or lowering max_query_tokens can't help)
+    ("query longer than the context", lambda s: s.rank("w " * (s.context_limit() + 100), P), ContextBudgetError,
+     r"the query is too long: it has \d+ tokens.*context budget of \d+ tokens \(the model's context length\)"),
+    ("query longer than max_context_tokens", lambda s: s.with_options(max_context_tokens=200).rank("w " * 300, P),
+     ContextBudgetError, r"query is too long.*\(max_context_tokens\); shorten the query"),
 ]
 
 OPTIONS = [
@@ -212,6 +217,30 @@ def test_pickle_only_folder_needs_an_explicit_opt_in(tmp_path, model, tok):
         load_model(str(folder))
     loaded = load_model(str(folder), model_kwargs={"use_safetensors": False})
     assert loaded.model.config.num_hidden_layers == model.config.num_hidden_layers
+
+
+def test_a_misspelt_model_kwargs_name_is_a_library_error(model_dir):
+    with pytest.raises(QRHeadError, match="attn_implementaton.*model_kwargs passed: attn_implementaton") as info:
+        QRHeadScorer.from_pretrained(model_dir, heads=HEADS, model_kwargs={"attn_implementaton": "eager"})
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ModelLoadError)
+
+
+def test_the_query_too_long_message_does_not_blame_the_budget(scorer):
+    with pytest.raises(ContextBudgetError) as info:
+        scorer.rank("w " * (scorer.context_limit() + 100), P)
+    assert "max_query_tokens" not in str(info.value) and "raise max_context_tokens" not in str(info.value)
+
+
+def test_a_truncated_result_keeps_the_callers_text_and_says_what_was_scored(scorer):
+    long = "Alpha Centauri is near. " + " ".join(f"word{i}" for i in range(400))
+    passages = [long, "The Danube flows through ten countries."]
+    before = copy.deepcopy(passages)
+    ranked = {r.index: r for r in scorer.with_options(max_passage_tokens=20).rank(Q, passages)}
+    assert passages == before
+    cut = ranked[0]
+    assert cut.truncated and cut.text == long  # the caller's whole passage
+    assert cut.scored_text and long.startswith(cut.scored_text) and len(cut.scored_text) < len(long)
+    assert not ranked[1].truncated and ranked[1].scored_text is None and ranked[1].text == passages[1]
 
 
 @pytest.mark.parametrize("kind", ["file", "readonly"])

@@ -125,3 +125,34 @@ def test_old_markers_without_hashes_count_as_broken(cache, tmp_path):
     info.pop("files")
     marker.write_text(json.dumps(info))
     assert verify_converted(copy) == "it records no file hashes (made by an older version)"
+
+
+def test_a_populated_read_only_cache_is_used_as_it_is(cache, tmp_path, monkeypatch):
+    """Shared caches are mounted read-only in containers and clusters: loading only reads, so it works,
+    and nothing in the cache is written or touched."""
+    import qrhead_integrations.engine.loading as loading
+
+    root, dest = cache
+    ro = tmp_path / "ro-cache"
+    subprocess.run(["cp", "-a", str(root), str(ro)], check=True)
+    (ro / "models" / f"{dest.name}.tmp-left-by-a-killed-run").mkdir()  # a leftover it cannot clean: ignored
+    subprocess.run(["chmod", "-R", "a-w", str(ro)], check=True)
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):  # root writes anywhere: make the mount read-only for it too
+        if mode & os.W_OK and str(path).startswith(str(ro)):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(loading.os, "access", access)
+    monkeypatch.setenv("QRHEAD_CACHE", str(ro))
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in ro.rglob("*"))
+    try:
+        found = converted_folder(resolve_source(None))
+        loading.clear_model_cache()
+        loaded = loading.load_model(None, device="cpu")
+        assert found == ro / "models" / dest.name and loaded.model.config.num_hidden_layers == 30
+        assert sorted((str(p), p.stat().st_mtime_ns) for p in ro.rglob("*")) == before  # nothing written
+    finally:
+        loading.clear_model_cache()
+        subprocess.run(["chmod", "-R", "u+w", str(ro)], check=True)

@@ -249,6 +249,151 @@ def test_api_key(scorer, monkeypatch):
         assert c.get("/v1/models", headers={"Authorization": "Bearer from-env"}).status_code == 200
 
 
+def test_the_api_key_is_checked_before_the_body_is_read(scorer):
+    """A wrong key gets 401 whatever the body (not JSON, malformed, or never read); the API docs need the
+    key too, unless the server makes them public."""
+    with TestClient(create_app(scorer, Limits(max_body_bytes=1000), api_key=KEY)) as c:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            for body in (b"{not json", b'{"query": 5}', b"x" * 5000):
+                r = c.post("/v2/rerank", content=body, headers={"content-type": "application/json", **headers})
+                assert r.status_code == 401 and r.json()["error_type"] == "authentication", (headers, body[:10])
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        ok = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+        assert c.post("/v2/rerank", content=b"{not json", headers=ok).status_code == 422  # then the body is read
+        assert c.post("/v2/rerank", content=b"x" * 5000, headers=ok).status_code == 413
+    with TestClient(create_app(scorer, api_key=KEY, public_docs=True)) as c:
+        assert c.get("/docs").status_code == 200 and c.get("/openapi.json").status_code == 200
+        assert c.get("/v1/models").status_code == 401
+
+
+def _send_and_hang_up(url: str, body: dict) -> None:
+    """A client that sends a whole request, then disconnects without reading the answer."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    data = json.dumps(body).encode()
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        time.sleep(0.2)  # the server has read the request and queued it
+
+
+def test_a_client_that_disconnects_frees_its_slot(scorer):
+    """Requests whose clients went away leave the queue (max_queue is not filled by abandoned work) and
+    are never scored; the waiting clients' answers are unchanged."""
+    gated = GatedScorer(scorer)
+    app = create_app(gated, Limits(max_queue=4))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        worker = app.state.qrhead.worker
+        with ThreadPoolExecutor(2) as pool:
+            blocker = pool.submit(http.post, "/v2/rerank", json={"query": "warm", "documents": ["blocking"]})
+            assert gated.waiting.wait(30)
+            for q in QUERIES[:3]:  # fill the queue (1 in progress + 3 queued = max_queue), then hang up
+                _send_and_hang_up(server.url, {"query": q, "documents": DOCS})
+            deadline = time.monotonic() + 30
+            while worker.pending > 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert worker.pending == 1  # only the request in progress holds a slot
+            waiting = [pool.submit(http.post, "/v2/rerank", json={"query": q, "documents": DOCS})
+                       for q in QUERIES[3:4]]  # not refused: the abandoned requests left the queue
+            gated.gate.set()
+            assert blocker.result(60).status_code == 200
+            got = [f.result(60) for f in waiting]
+        assert [r.status_code for r in got] == [200]
+        assert pairs(got[0].json()["results"]) == expected(scorer, QUERIES[3], DOCS)
+        stats = worker.stats()
+        assert stats["cancelled"] == 3 and stats["completed"] == 2 and gated.encodes == 2  # never scored
+        assert worker.pending == 0
+
+
+@pytest.mark.slow
+def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(scorer, tmp_path):
+    """A real `qrhead serve` process: SIGTERM while six long requests are queued or being scored. New
+    connections are refused at once, every request in flight gets its full answer (equal to the scorer's),
+    and the process ends cleanly."""
+    import signal
+    import socket
+
+    folder = tmp_path / "tiny"
+    scorer.model.save_pretrained(folder)
+    scorer.tokenizer.save_pretrained(folder)
+    long_docs = [" ".join(f"word{i}x{j}" for j in range(150)) for i in range(30)]  # windows: ~1 s a request
+    requests = [(q, long_docs) for q in QUERIES[:6]]
+    want = [expected(scorer, q, d) for q, d in requests]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "qrhead_integrations.serve.cli", "--model", str(folder),
+                             "--heads", "1-0,2-1,3-3", "--device", "cpu", "--port", str(port), "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+
+        def post(qd):
+            r = httpx.post(f"{url}/v2/rerank", json={"query": qd[0], "documents": qd[1]}, timeout=120)
+            return r, time.monotonic()
+
+        with ThreadPoolExecutor(len(requests)) as pool:
+            futures = [pool.submit(post, qd) for qd in requests]
+            while httpx.get(f"{url}/health", timeout=10).json()["queue"]["pending"] < len(requests):
+                time.sleep(0.05)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            refused = False
+            while not refused and time.monotonic() < signalled + 5:
+                try:
+                    httpx.get(f"{url}/health", timeout=2)
+                    time.sleep(0.05)
+                except httpx.ConnectError:
+                    refused = True
+            results = [f.result(120) for f in futures]
+        assert refused, "new connections were still accepted after SIGTERM"
+        assert [r.status_code for r, _ in results] == [200] * len(requests), [r.text for r, _ in results]
+        assert max(t for _, t in results) > signalled  # some were still in flight when the signal came
+        for (r, _), w in zip(results, want):
+            got = pairs(r.json()["results"])
+            assert [i for i, _ in got] == [i for i, _ in w]
+            assert max(abs(a - b) for (_, a), (_, b) in zip(got, w)) < 1e-6
+        # uvicorn re-raises the signal once it has shut down (the conventional status of a process ended by
+        # SIGTERM, 143 in a shell), after draining and stopping the model worker
+        assert proc.wait(60) == -signal.SIGTERM
+        log = proc.stdout.read()
+        assert "Traceback" not in log and "ERROR" not in log, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def test_rank_groups_drops_abandoned_requests_without_encoding_them(scorer):
+    from qrhead_integrations.serve.worker import AbandonedError
+
+    calls = []
+
+    class Counting:
+        def encode(self, docs):
+            calls.append(list(docs))
+            return scorer.encode(docs)
+
+    requests = [("Who wrote Hamlet?", DOCS), ("Which planet is the largest?", OTHER_DOCS), ("How high is Everest?", DOCS)]
+    out = {pos: res for pos, res, _ in rank_groups(Counting(), requests, skip=lambda pos: pos in (1, 2))}
+    assert isinstance(out[1], AbandonedError) and isinstance(out[2], AbandonedError)
+    assert [(r.index, r.score) for r in out[0]] == expected(scorer, *requests[0])
+    assert calls == [DOCS]  # OTHER_DOCS, wanted by nobody, was never encoded
+
+
 def test_queue_full_is_503_with_retry_after(scorer):
     gated = GatedScorer(scorer)
     with TestClient(create_app(gated, Limits(max_queue=1))) as c:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,7 @@ class Layout:
     budget: int
     query_room: int
     whole: bool = True  # one prompt, nothing cut to fit the budget: the same layout for any query that fits
+    originals: tuple[Passage, ...] = ()  # the caller's passages, uncut (results return these)
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -137,7 +139,14 @@ def _cut(passage: Passage, text_ends: np.ndarray, keep: int) -> Passage:
     return Passage(passage.text[:end], passage.title)
 
 
-def plan_layout(
+def plan_layout(tokenizer: Any, passages: Sequence[Passage], **kwargs: Any) -> Layout:
+    """Truncate, split into windows and tokenize ``passages`` (input order) for a token ``budget``
+    (keywords: see :func:`_plan_layout`); the layout keeps the uncut passages as ``originals``."""
+    layout = _plan_layout(tokenizer, passages, **kwargs)
+    return dataclasses.replace(layout, originals=tuple(passages))
+
+
+def _plan_layout(
     tokenizer: Any,
     passages: Sequence[Passage],
     *,
@@ -147,10 +156,14 @@ def plan_layout(
     budget: int,
     query_room: int,
     max_passage_tokens: int | None = None,
+    query_is_known: bool = False,
+    budget_source: str = "max_context_tokens",
 ) -> Layout:
     """Truncate, split into windows and tokenize ``passages`` (input order) for a token ``budget``.
 
-    ``query_room``: tokens reserved for the query (the longest query to be scored on this layout).
+    ``query_room``: tokens reserved for the query (the longest query to be scored on this layout);
+    ``query_is_known``: it is the length of the actual query (not a reservation), so an error about it
+    says the query is too long. ``budget_source`` names where ``budget`` comes from, for that error.
     """
     placements = ("reversed", "as_given") if candidate_order == "both" else (candidate_order,)
     items = list(passages)
@@ -168,6 +181,12 @@ def plan_layout(
     overhead = len(prompt) - sum(lengths) - null_len + query_room
     available = budget - overhead
     if available < MIN_PASSAGE_ROOM:
+        template_tokens = overhead - query_room
+        if query_is_known and budget - template_tokens >= 2 * MIN_PASSAGE_ROOM:  # the query, not the budget
+            raise ContextBudgetError(
+                f"the query is too long: it has {query_room} tokens, and with the prompt template's "
+                f"{template_tokens} tokens it leaves no room for passages within the context budget of {budget} "
+                f"tokens ({budget_source}); shorten the query to well under {max(0, budget - template_tokens)} tokens")
         raise ContextBudgetError(
             f"the context budget ({budget} tokens) leaves no room for passages after the template and a "
             f"query of {query_room} tokens (raise max_context_tokens or lower max_query_tokens)")

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .errors import QRHeadRuntimeError, QRHeadValueError
+from .errors import QRHeadRuntimeError, QRHeadTypeError, QRHeadValueError
 from .packaged import DEFAULT_MODEL, PackagedModel, packaged_model
 
 logger = logging.getLogger("qrhead_integrations")
@@ -33,6 +33,10 @@ CONVERSION_MARKER = "qrhead-conversion.json"
 
 class ModelLoadError(QRHeadRuntimeError):
     """A model could not be found or loaded."""
+
+
+class ModelArgumentError(ModelLoadError, QRHeadTypeError):
+    """An argument of the load (e.g. a misspelt ``model_kwargs`` name) was refused by transformers: bad input."""
 
 
 class ModelNotFoundError(ModelLoadError, QRHeadValueError):
@@ -64,6 +68,10 @@ def writable_dir(path: Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ModelLoadError(f"the model cache folder {path} is not writable ({hint})")
     return path
+
+
+def _can_write(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -330,9 +338,9 @@ def _clean_leftovers(dest: Path) -> None:
 
 def _ensure_converted(dest: Path, build: Any) -> Path:
     """``dest`` intact, (re)building it with ``build()`` under a cross-process lock when it is missing or broken."""
-    leftovers = any(dest.parent.glob(dest.name + ".tmp-*"))
-    if not leftovers and dest.is_dir() and verify_converted(dest) is None:
-        return dest
+    intact = dest.is_dir() and verify_converted(dest) is None
+    if intact and (not any(dest.parent.glob(dest.name + ".tmp-*")) or not _can_write(dest.parent)):
+        return dest  # loading reads only: a populated read-only (shared, mounted) cache is fine
     with _locked(dest):
         _clean_leftovers(dest)
         problem = verify_converted(dest) if dest.is_dir() else "missing"
@@ -354,7 +362,7 @@ def _locked(path: Path):
 def converted_folder(source: ModelSource) -> Path:
     """The safetensors folder for a GGUF or packaged source, converting it on first use (and again if
     the converted files were damaged)."""
-    root = writable_dir(cache_root() / "models")
+    root = cache_root() / "models"  # made writable (and created) only when something must be written
     if source.packaged is not None:
         pm = source.packaged
         dest = root / f"{pm.name}-{pm.sha256[:12]}"
@@ -385,7 +393,7 @@ def converted_folder(source: ModelSource) -> Path:
     sha = index.get(key) or _sha256_file(gguf)
     dest = root / f"{gguf.stem}-{sha[:12]}"
     _ensure_converted(dest, lambda: _convert(gguf, dest, {"name": source.name, "source": str(gguf), "sha256": sha}))
-    if index.get(key) != sha:
+    if index.get(key) != sha and _can_write(root):  # a read-only cache hashes the file again next time
         with _locked(index_path):
             try:
                 index = json.loads(index_path.read_text())
@@ -526,6 +534,12 @@ def _load_uncached(source, placement, torch_dtype, attn_implementation, revision
                 "copy in the Hugging Face cache."
             )
         raise ModelLoadError(f"could not load model {source.location!r}: {exc}.{hint}") from exc
+    except TypeError as exc:  # e.g. a misspelt model_kwargs name reaching the model's __init__
+        passed = sorted(model_kwargs)
+        raise ModelArgumentError(
+            f"could not load model {source.location!r}: {exc}"
+            + (f" (model_kwargs passed: {', '.join(passed)}; check their names against transformers' "
+               "from_pretrained)" if passed else "")) from exc
     lm.eval()
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(

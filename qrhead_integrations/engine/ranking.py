@@ -23,6 +23,9 @@ class RankedPassage:
 
     ``score`` is what the ranking is sorted by: the calibrated QRHead score, or the fused score when
     the scorer fuses with the first stage (then ``qrhead_score`` keeps the QRHead part).
+
+    ``text`` is always the caller's whole passage. When it was too long and was cut before scoring
+    (``truncated``), ``scored_text`` is the beginning of ``text`` that the heads read; else it is None.
     """
 
     index: int
@@ -36,6 +39,7 @@ class RankedPassage:
     first_stage_score: float | None = None
     evidence: tuple[Evidence, ...] = ()
     fused: bool = False  # score is the fusion of qrhead_score with the first stage
+    scored_text: str | None = None  # the part of text that was scored, when it was truncated
 
 
 def check_evidence(evidence: Any) -> int:
@@ -85,8 +89,10 @@ def check_first_stage_scores(values: Any, n: int) -> list[float] | None:
 def rank_passages(passages: Sequence[Passage], scores: Sequence[float], options: ScoringOptions, *,
                   top_k: int | None = None, truncated: Sequence[bool] | None = None,
                   window_of: Sequence[int] | None = None,
-                  first_stage_scores: Sequence[float] | None = None) -> list[RankedPassage]:
-    """Passages best first (ties keep input order), fused, cut off by the thresholds, at most ``top_k``."""
+                  first_stage_scores: Sequence[float] | None = None,
+                  scored: Sequence[Passage] | None = None) -> list[RankedPassage]:
+    """Passages best first (ties keep input order), fused, cut off by the thresholds, at most ``top_k``.
+    ``scored``: the passages as scored (cut where ``truncated``), when they differ from ``passages``."""
     n = len(scores)
     final = list(scores)
     if options.fusion is not None:
@@ -106,6 +112,7 @@ def rank_passages(passages: Sequence[Passage], scores: Sequence[float], options:
         RankedPassage(index=i, score=float(final[i]), rank=r, text=passages[i].text, title=passages[i].title,
                       truncated=bool(truncated[i]), window=int(window_of[i]), qrhead_score=float(scores[i]),
                       first_stage_score=None if first_stage_scores is None else float(first_stage_scores[i]),
-                      fused=options.fusion is not None)
+                      fused=options.fusion is not None,
+                      scored_text=scored[i].text if scored is not None and truncated[i] else None)
         for r, i in enumerate(order, start=1)
     ]

@@ -229,8 +229,10 @@ class EncodedPassages:
 
     def _rank(self, query: str, top_k: int | None, fs: list[float] | None, evidence: int) -> list[RankedPassage]:
         scores, combined = self._score(query)
-        ranked = rank_passages(self.layout.passages, scores, self.scorer.applied_options(fs is not None), top_k=top_k,
-                               truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs)
+        ranked = rank_passages(self.layout.originals or self.layout.passages, scores,
+                               self.scorer.applied_options(fs is not None), top_k=top_k,
+                               truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs,
+                               scored=self.layout.passages)
         if evidence:
             found = self._evidence(combined, [r.index for r in ranked], evidence)
             ranked = [dataclasses.replace(r, evidence=found.get(r.index, ())) for r in ranked]
@@ -485,10 +487,13 @@ class QRHeadScorer:
     def _encode(self, items: list[Passage], queries: list[str], *, heads: HeadSet | None = None,
                 keep_cache: bool) -> EncodedPassages:
         room = max((self.count_tokens(q) for q in queries), default=self.options.max_query_tokens)
+        budget = self.context_limit()
+        limited = self.options.max_context_tokens is not None and budget == self.options.max_context_tokens
         layout = plan_layout(
             self.tokenizer, items, template=self.prompt_template, null_query=self.options.null_query,
-            candidate_order=self.options.candidate_order, budget=self.context_limit(), query_room=room,
-            max_passage_tokens=self.options.max_passage_tokens)
+            candidate_order=self.options.candidate_order, budget=budget, query_room=room,
+            max_passage_tokens=self.options.max_passage_tokens, query_is_known=bool(queries),
+            budget_source="max_context_tokens" if limited else "the model's context length")
         return EncodedPassages(self, layout, heads or self.heads, keep_cache=keep_cache)
 
 

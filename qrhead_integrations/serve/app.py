@@ -30,7 +30,7 @@ from .config import Limits, ScorerSettings, require_extra
 
 require_extra("serve", "qrhead_integrations.serve.app")
 
-from fastapi import Depends, FastAPI, Request  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
@@ -135,6 +135,41 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+class AuthMiddleware:
+    """Check ``Authorization: Bearer <key>`` before anything else reads the request (pure ASGI).
+
+    A request with a missing or wrong key gets 401 whatever its body (malformed, oversized or not yet
+    sent): the body is never read. ``/health`` needs no key (load balancers); the API docs need one
+    unless ``public_docs``. ``key()`` is read per request (the key may be set when the app starts).
+    """
+
+    def __init__(self, app: Any, key: Callable[[], str | None], open_paths: frozenset[str]):
+        self.app = app
+        self.key = key
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        key = self.key() if scope["type"] == "http" else None
+        if key is None or scope.get("path", "") in self.open_paths or scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), key.encode()):
+            await self.app(scope, receive, send)
+            return
+        message = "missing or invalid API key (send 'Authorization: Bearer <key>')"
+        body = json.dumps({"message": message, "error": message, "error_type": "authentication"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b"Bearer"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 class ServerState:
     """What the routes use: the scorer's description and the worker (``app.state.qrhead``)."""
 
@@ -155,18 +190,37 @@ class ServerState:
         self.heads = str(scorer.heads)
         self.head_set = str(getattr(scorer.heads, "name", ""))
 
-    async def rank(self, query: str, documents: list[Any]) -> RerankOutcome:
-        """Queue a request on the worker, translating its errors into HTTP errors."""
+    async def rank(self, query: str, documents: list[Any], request: Request | None = None) -> RerankOutcome:
+        """Queue a request on the worker, translating its errors into HTTP errors. With ``request``, a
+        client that disconnects while waiting frees its slot (the request is dropped, not scored)."""
         if self.worker is None:
             raise ServeError(503, "the model is not loaded yet", "unavailable", {"Retry-After": "5"})
+        work = asyncio.ensure_future(self.worker.arank(query, documents))
+        if request is not None:
+            gone = asyncio.ensure_future(_client_gone(request))
+            try:
+                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+            if not work.done():
+                work.cancel()  # the worker drops it (or finishes it if already scoring); its slot is freed
+                raise ServeError(499, "the client closed the request", "disconnected")
         try:
-            return await self.worker.arank(query, documents)
+            return await work
         except LimitExceededError as exc:
             raise ServeError(413, str(exc), "limit", limit=exc.limit, value=exc.value, max=exc.maximum) from None
         except OverloadedError as exc:
             raise ServeError(503, str(exc), "overloaded", {"Retry-After": "1"}) from None
         except (TypeError, ValueError) as exc:
             raise ServeError(400, str(exc), "validation") from None
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (its body has been read: what is left to receive is the end)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def create_app(
@@ -176,6 +230,7 @@ def create_app(
     api_key: str | None = None,
     api_key_env: str | None = None,
     docs: bool = True,
+    public_docs: bool = False,
     title: str = "QRHead rerank server",
 ) -> FastAPI:
     """The HTTP app around one scorer.
@@ -183,10 +238,11 @@ def create_app(
     ``scorer_or_settings``: a ready :class:`~qrhead_integrations.QRHeadScorer` (or an object with its
     ``encode``/``count_tokens``/``model_name``/``heads``), a :class:`ScorerSettings` or a function
     returning a scorer; the last two are loaded when the app starts (lifespan). ``api_key``: when set,
-    every route but ``/health`` and the docs needs ``Authorization: Bearer <api_key>``; without it,
-    ``api_key_env`` names an environment variable read when the app starts (so that a key reaches Ray
-    replicas through their environment, not through the deployment's arguments). ``docs=False`` turns
-    off ``/docs``, ``/redoc`` and ``/openapi.json``.
+    every route but ``/health`` needs ``Authorization: Bearer <api_key>``, checked before the body is
+    read (a wrong key gets 401 whatever the body); without it, ``api_key_env`` names an environment
+    variable read when the app starts (so that a key reaches Ray replicas through their environment, not
+    through the deployment's arguments). ``docs=False`` turns off ``/docs``, ``/redoc`` and
+    ``/openapi.json``; with a key they need it too, unless ``public_docs=True``.
     """
     from .. import __version__
 
@@ -223,6 +279,8 @@ def create_app(
     )
     app.state.qrhead = state
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+    open_paths = {"/health"} | ({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"} if public_docs else set())
+    app.add_middleware(AuthMiddleware, key=lambda: state.api_key, open_paths=frozenset(open_paths))  # outermost
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
@@ -249,23 +307,14 @@ def create_app(
                      exc_info=(type(exc), exc, exc.__traceback__))
         return ServeError(500, "internal server error", "internal").response()
 
-    async def authorize(request: Request) -> None:
-        if state.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.api_key.encode()):
-            raise ServeError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                             "authentication", {"WWW-Authenticate": "Bearer"})
-
-    async def cohere(req: RerankRequest, version: str) -> RerankResponse:
+    async def cohere(req: RerankRequest, version: str, request: Request) -> RerankResponse:
         docs: list[Any] = []
         for d in req.documents:
             if isinstance(d, str):
                 docs.append(d)
             else:
                 docs.append({"text": d.text, "title": d.title} if d.title else {"text": d.text})
-        outcome = await state.rank(req.query, docs)
+        outcome = await state.rank(req.query, docs, request)
         ranking = outcome.ranking if req.top_n is None else outcome.ranking[: req.top_n]
         results = []
         for r in ranking:
@@ -283,31 +332,30 @@ def create_app(
         return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta, model=state.model_name,
                               usage={"total_tokens": outcome.total_tokens})
 
-    common = dict(response_model_exclude_none=True, responses=_ERRORS, dependencies=[Depends(authorize)])
+    common = dict(response_model_exclude_none=True, responses=_ERRORS)
 
     @app.post("/v1/rerank", response_model=RerankResponse, tags=["rerank"], summary="Cohere rerank (v1)",
               **common)
-    async def rerank_v1(req: RerankRequest) -> RerankResponse:
+    async def rerank_v1(req: RerankRequest, request: Request) -> RerankResponse:
         """Rank ``documents`` for ``query``, best first. Cohere's v1 request and response."""
-        return await cohere(req, "1")
+        return await cohere(req, "1", request)
 
     @app.post("/v2/rerank", response_model=RerankResponse, tags=["rerank"], summary="Cohere rerank (v2)",
               **common)
-    async def rerank_v2(req: RerankRequest) -> RerankResponse:
+    async def rerank_v2(req: RerankRequest, request: Request) -> RerankResponse:
         """Rank ``documents`` for ``query``, best first. Cohere's v2 request and response
         (``cohere.ClientV2(base_url=...)``, LangChain's and LlamaIndex's ``CohereRerank``)."""
-        return await cohere(req, "2")
+        return await cohere(req, "2", request)
 
     @app.post("/rerank", response_model=list[TEIRank], tags=["rerank"], summary="TEI rerank", **common)
-    async def rerank_tei(req: TEIRerankRequest) -> list[TEIRank]:
+    async def rerank_tei(req: TEIRerankRequest, request: Request) -> list[TEIRank]:
         """Rank ``texts`` for ``query``, best first. Hugging Face Text Embeddings Inference's request and
         response; ``score`` is the calibrated QRHead score with or without ``raw_scores``."""
-        outcome = await state.rank(req.query, list(req.texts))
+        outcome = await state.rank(req.query, list(req.texts), request)
         return [TEIRank(index=r.index, score=float(r.score), text=req.texts[r.index] if req.return_text else None)
                 for r in outcome.ranking]
 
-    @app.get("/v1/models", response_model=ModelList, tags=["info"], dependencies=[Depends(authorize)],
-             responses={401: _ERRORS[401]})
+    @app.get("/v1/models", response_model=ModelList, tags=["info"], responses={401: _ERRORS[401]})
     async def models() -> ModelList:
         """The served model (any ``model`` value is accepted in requests)."""
         return ModelList(data=[ModelCard(id=state.model_name, heads=state.heads, head_set=state.head_set)])

@@ -49,6 +49,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--api-key", default=None,
                    help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set, else no key)")
     s.add_argument("--no-docs", action="store_true", help="turn off /docs, /redoc and /openapi.json")
+    s.add_argument("--public-docs", action="store_true",
+                   help="serve /docs, /redoc and /openapi.json without the API key (by default they need it)")
+    s.add_argument("--graceful-timeout", type=int, default=30,
+                   help="on SIGTERM/SIGINT: stop accepting, wait this many seconds for requests in flight, "
+                        "then cancel what is left (default 30)")
     s.add_argument("--access-log", action="store_true", help="log one line per request (method, path, status, "
                                                              "client address; never request content)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -100,8 +105,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scorer = settings_from_args(args).load()
     print(f"qrhead serve: {scorer.model_name} | heads: {scorer.heads.name} ({len(scorer.heads)}) | "
           f"http://{args.host}:{args.port} (docs: {'off' if args.no_docs else '/docs'})", file=sys.stderr)
-    app = create_app(scorer, limits, api_key=api_key, docs=not args.no_docs)
-    run_server(app, args.host, args.port, log_level=args.log_level, access_log=args.access_log)
+    app = create_app(scorer, limits, api_key=api_key, docs=not args.no_docs, public_docs=args.public_docs)
+    run_server(app, args.host, args.port, log_level=args.log_level, access_log=args.access_log,
+               timeout_graceful_shutdown=args.graceful_timeout)
     return 0
 
 

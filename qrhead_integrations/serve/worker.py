@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +45,10 @@ class LimitExceededError(ValueError):
 
 class OverloadedError(RuntimeError):
     """The worker's queue is full, or the worker is stopped (HTTP 503)."""
+
+
+class AbandonedError(RuntimeError):
+    """The request's client went away before the worker reached it: it was dropped, not scored."""
 
 
 @dataclass
@@ -87,15 +91,18 @@ def check_query(query: Any) -> str:
     return query.strip()
 
 
-def rank_groups(scorer: Any, requests: Sequence[tuple[str, Sequence[Any]]]
+def rank_groups(scorer: Any, requests: Sequence[tuple[str, Sequence[Any]]],
+                skip: Callable[[int], bool] | None = None,
                 ) -> Iterator[tuple[int, list[Any] | BaseException, bool]]:
     """Rank many ``(query, documents)`` pairs, encoding each distinct document list once.
 
     Yields ``(position, ranking or exception, shared)`` as each request is done, grouped by documents
     (first appearance order). ``ranking`` is every document best first, exactly what
     ``scorer.encode(documents).rank(query)`` returns; ``shared`` tells whether the encoding served more
-    than one request. Used by the server's worker and by the Ray Data job.
+    than one request. ``skip(position)``, asked just before a request's turn, drops requests nobody waits
+    for any more (they get :class:`AbandonedError`). Used by the server's worker and by the Ray Data job.
     """
+    skip = skip or (lambda pos: False)
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for pos, (_, docs) in enumerate(requests):
         try:
@@ -105,6 +112,15 @@ def rank_groups(scorer: Any, requests: Sequence[tuple[str, Sequence[Any]]]
             continue
         groups.setdefault(key, []).append(pos)
     for positions in groups.values():
+        wanted = []
+        for pos in positions:
+            if skip(pos):
+                yield pos, AbandonedError("the client went away"), False
+            else:
+                wanted.append(pos)
+        if not wanted:
+            continue
+        positions = wanted
         docs = requests[positions[0]][1]
         shared = len(positions) > 1
         if len(docs) == 0:
@@ -123,6 +139,9 @@ def rank_groups(scorer: Any, requests: Sequence[tuple[str, Sequence[Any]]]
             continue
         try:
             for pos in positions:
+                if skip(pos):
+                    yield pos, AbandonedError("the client went away"), shared
+                    continue
                 try:
                     yield pos, encoded.rank(requests[pos][0], top_k=None), shared
                 except Exception as exc:
@@ -148,8 +167,9 @@ class RerankWorker:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
+        self._abandoned: set[Future] = set()
         self._stats = {"requests": 0, "completed": 0, "failed": 0, "rejected": 0, "cancelled": 0,
-                       "encodings": 0, "shared_requests": 0, "busy_seconds": 0.0}
+                       "abandoned": 0, "encodings": 0, "shared_requests": 0, "busy_seconds": 0.0}
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> RerankWorker:
@@ -186,8 +206,8 @@ class RerankWorker:
         return self._pending
 
     def stats(self) -> dict[str, Any]:
-        """Counters since start: requests, completed, failed, rejected (queue full), cancelled,
-        encodings (document lists encoded), shared_requests (served by an encoding that also served
+        """Counters since start: requests, completed, failed, rejected (queue full), cancelled (dropped
+        while queued), abandoned (their client went away; dropped when the worker reached them), encodings (document lists encoded), shared_requests (served by an encoding that also served
         another request), busy_seconds (time the model thread spent working), pending."""
         with self._lock:
             out = dict(self._stats)
@@ -224,8 +244,23 @@ class RerankWorker:
 
     async def arank(self, query: str, documents: Sequence[Any]) -> RerankOutcome:
         """:meth:`submit` for asyncio: awaiting does not block the event loop; cancelling the await
-        drops the request if the worker has not started it."""
-        return await asyncio.wrap_future(self.submit(query, documents))
+        (e.g. the client went away) frees the request's slot: it is dropped if the worker has not
+        reached it yet, and a request already being scored finishes."""
+        future = self.submit(query, documents)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            self.abandon(future)
+            raise
+
+    def abandon(self, future: Future) -> None:
+        """Nobody waits for ``future`` any more: drop its request if it is queued, or when the worker
+        reaches it within a batch; a request being scored finishes (its slot is freed then)."""
+        if future.cancel():
+            return
+        with self._lock:
+            if not future.done():
+                self._abandoned.add(future)
 
     def rank(self, query: str, documents: Sequence[Any], timeout: float | None = None) -> RerankOutcome:
         """Blocking :meth:`submit` (from any thread but the worker's)."""
@@ -234,7 +269,10 @@ class RerankWorker:
     def _done(self, future: Future) -> None:
         with self._lock:
             self._pending -= 1
-            if future.cancelled():
+            if future in self._abandoned:
+                self._abandoned.discard(future)
+                self._stats["abandoned"] += 1
+            elif future.cancelled():
                 self._stats["cancelled"] += 1
             elif future.exception() is not None:
                 self._stats["failed"] += 1
@@ -301,11 +339,11 @@ class RerankWorker:
             ready.append((job, q, d))
         pairs = [(job.query, job.documents) for job, _, _ in ready]
         encodings: set[tuple[tuple[str, str], ...]] = set()
-        for pos, result, shared in rank_groups(self.scorer, pairs):
+        for pos, result, shared in rank_groups(self.scorer, pairs, skip=lambda pos: ready[pos][0].future in self._abandoned):
             job, q, d = ready[pos]
             key = tuple(document_key(doc) for doc in job.documents) if job.documents else ()
             with self._lock:
-                if key and key not in encodings:
+                if key and key not in encodings and not isinstance(result, AbandonedError):
                     encodings.add(key)
                     self._stats["encodings"] += 1
                 if shared:
