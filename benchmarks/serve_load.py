@@ -74,9 +74,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
+def start_server(args: argparse.Namespace, port: int, extra: list[str] | None = None,
+                 log: Path | None = None) -> subprocess.Popen:
+    """``qrhead serve`` in a subprocess on 127.0.0.1:``port`` (``extra``: more flags, later ones win;
+    ``log``: a file for its stderr, which a long run must drain, else a pipe)."""
     cmd = [sys.executable, "-m", "qrhead_integrations.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--log-level", "warning", "--max-queue", "256"]
+           "--log-level", "warning", "--max-queue", "256", *(extra or [])]
     for flag in ("model", "heads", "device", "dtype"):
         value = getattr(args, flag)
         if value is not None:
@@ -84,13 +87,15 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
     env = dict(os.environ)
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    err = open(log, "w") if log is not None else subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
     import httpx
 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}: {proc.stderr.read()}")
+            text = log.read_text() if log is not None else proc.stderr.read()
+            raise SystemExit(f"server exited with {proc.returncode}: {text}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return proc

@@ -166,3 +166,60 @@ def test_ray_data_batch_job_with_two_actors_gives_single_process_results(local_r
     first = reference(lambda s: s.encode(OTHER_DOCS).rank(QUERIES[0]))
     assert out[0]["scores"] == [r.score for r in sorted(first, key=lambda r: r.index)]
     assert out[0]["ranking"] == [r.index for r in first][:3]
+
+
+def _replica_actors() -> list[tuple[str, str]]:
+    return [(a["name"], a["namespace"]) for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith("SERVE_REPLICA::")]
+
+
+def test_a_replica_killed_during_requests_loses_only_its_own(local_ray, settings, reference):
+    """Two replicas, eight long requests in flight, one replica killed: the requests it held fail with a
+    clean 5xx (a client retry succeeds), every other request gets its exact answer, the next requests are
+    served, and Ray Serve replaces the replica."""
+    from ray import serve
+
+    from qrhead_integrations.serve import Limits
+    from qrhead_integrations.serve.ray import deployment
+
+    long_docs = [" ".join(f"word{i}x{j}" for j in range(150)) for i in range(30)]  # windows: about 1 s a request
+    requests = [(q, long_docs) for q in QUERIES] + [(q, DOCS) for q in QUERIES[:2]]
+    want = [reference(lambda s, q, d: [(r.index, r.score) for r in s.encode(d).rank(q)], q, d) for q, d in requests]
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(deployment(settings, Limits(max_queue=16), num_replicas=2, num_cpus=CPUS_PER_WORKER),
+                  name="qrhead-faults", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=180) as http, ThreadPoolExecutor(len(requests)) as pool:
+            futures = [pool.submit(http.post, "/v2/rerank", json={"query": q, "documents": d}) for q, d in requests]
+            import time
+
+            time.sleep(2.0)  # both replicas are busy with their share
+            (victim, namespace), _ = _replica_actors()
+            ray.kill(ray.get_actor(victim, namespace=namespace), no_restart=True)
+            responses = [f.result(180) for f in futures]
+        ok = [(r, w) for r, w in zip(responses, want) if r.status_code == 200]
+        failed = [r for r in responses if r.status_code != 200]
+        assert all(500 <= r.status_code < 600 for r in failed), [(r.status_code, r.text[:200]) for r in failed]
+        assert len(ok) >= len(requests) // 2, f"{len(failed)} of {len(requests)} requests lost"
+        for r, w in ok:
+            assert [(x["index"], x["relevance_score"]) for x in r.json()["results"]] == w
+        with httpx.Client(base_url=url, timeout=180) as http:  # served after the kill (the survivor, then the new one)
+            for (q, d), w in zip(requests[-2:], want[-2:]):
+                r = http.post("/v2/rerank", json={"query": q, "documents": d})
+                assert r.status_code == 200 and [(x["index"], x["relevance_score"]) for x in r.json()["results"]] == w
+        import time
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = serve.status().applications["qrhead-faults"].deployments["qrhead-rerank"].replica_states
+            if states.get("RUNNING") == 2 and victim not in [n for n, _ in _replica_actors()]:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"the killed replica was not replaced: {states}")
+        print(f"replica kill: {len(ok)} answered, {len(failed)} failed "
+              f"({sorted({r.status_code for r in failed})}) of {len(requests)}")
+    finally:
+        serve.shutdown()
