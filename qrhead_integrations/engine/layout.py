@@ -14,9 +14,9 @@ scored on its own and a passage's mass is scaled by ``n_w / mean(n_w)`` so windo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 

@@ -20,11 +20,14 @@ from typing import Any, Literal, Union
 from .errors import QRHeadTypeError, QRHeadValueError
 
 CandidateOrder = Literal["reversed", "as_given", "both"]
-QueryRows = Literal["query", "suffix"]
-TokenFilter = Literal["2sigma"]
+QueryRows = Literal["auto", "query", "suffix"]
+TokenFilter = Literal["auto", "2sigma"]
 HeadReduction = Literal["mean", "sum"]
 Fusion = Literal["auto", "rrf", "linear"]
-TemplateName = Literal["qrhead", "reference"]
+TemplateName = Literal["auto", "qrhead", "reference"]
+
+#: What ``"auto"`` means for the scoring-variant options when the head set recommends nothing.
+VARIANT_FALLBACK: dict[str, Any] = {"query_rows": "query", "token_filter": None, "template": "qrhead"}
 
 
 def _option(default: Any, description: str, **extra: Any) -> Any:
@@ -44,23 +47,24 @@ class ScoringOptions:
         True, "Subtract the attention mass of the null query (the QRHead calibration).")
     null_query: str = _option("N/A", "The content-free query used for calibration.")
     query_rows: QueryRows = _option(
-        "query",
-        "Which prompt rows read the passages: 'query' (the query's own tokens, the paper's equation 2) or "
+        "auto",
+        "Which prompt rows read the passages: 'query' (the query's own tokens, the paper's equation 2), "
         "'suffix' (every token after the passages: instruction, query and chat-template tail, as the "
-        "authors' code does).")
+        "authors' code does) or 'auto' (what the head set was detected with: 'suffix' for the authors' "
+        "published sets, else 'query').")
     token_filter: TokenFilter | None = _option(
-        None,
-        "Per-passage token filter: None (sum every token) or '2sigma' (drop tokens whose calibrated, "
+        "auto",
+        "Per-passage token filter: None (sum every token), '2sigma' (drop tokens whose calibrated, "
         "head-aggregated mass is below the passage's mean minus two standard deviations, as the authors' "
-        "code does).")
+        "code does) or 'auto' (the head set's: '2sigma' for the authors' published sets, else None).")
     head_reduction: HeadReduction = _option(
         "mean", "How the selected heads' masses combine: 'mean' (weighted mean) or 'sum' (the authors' code; "
                 "the same ranking, another scale).")
     template: TemplateName = _option(
-        "qrhead",
-        "Prompt wording and frame: 'qrhead' (the model's own chat template) or 'reference' (the authors' "
-        "exact strings: ChatML or Llama-3 frame, no system turn). A PromptTemplate object is also accepted "
-        "by the engine.")
+        "auto",
+        "Prompt wording and frame: 'qrhead' (the model's own chat template), 'reference' (the authors' "
+        "exact strings: ChatML or Llama-3 frame, no system turn) or 'auto' (the head set's: 'reference' for "
+        "the authors' published sets, else 'qrhead'). A PromptTemplate object is also accepted by the engine.")
     max_context_tokens: int | None = _option(
         None, "Token budget of one prompt; longer inputs are split into windows whose scores stay comparable. "
               "None = the model's context length. At least 32 (the template alone needs about that).", minimum=32)
@@ -112,12 +116,15 @@ class ScoringOptions:
                 "calibrate": self.calibrate, "template": self.to_dict()["template"]}
 
     def resolved(self, recommended: Mapping[str, Any] | None = None) -> ScoringOptions:
-        """These options with ``fusion="auto"`` and ``fusion_weight=None`` replaced by a head set's
-        recommendation (``HeadSet.info["recommended_options"]``), else by no fusion and 0.5."""
+        """These options with every ``"auto"`` (and ``fusion_weight=None``) replaced by a head set's
+        recommendation (``HeadSet.info["recommended_options"]``), else by no fusion, 0.5 and
+        :data:`VARIANT_FALLBACK`."""
         rec = dict(recommended or {})
         fusion = rec.get("fusion") if self.fusion == "auto" else self.fusion
         weight = self.fusion_weight if self.fusion_weight is not None else rec.get("fusion_weight", 0.5)
-        return dataclasses.replace(self, fusion=fusion, fusion_weight=float(weight))
+        variant = {name: rec.get(name, fallback) for name, fallback in VARIANT_FALLBACK.items()
+                   if getattr(self, name) == "auto"}
+        return dataclasses.replace(self, fusion=fusion, fusion_weight=float(weight), **variant)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None, **more: Any) -> ScoringOptions:

@@ -126,7 +126,7 @@ class EncodedPassages:
         query = check_query(query)
         self._check_room(query)
         s = self.scorer
-        groups = tuple(groups or (s.options.query_rows,))
+        groups = tuple(groups or (s.effective_options.query_rows,))
         out = []
         with self._lock:
             for k, wp in enumerate(self.layout.prompts):
@@ -158,7 +158,7 @@ class EncodedPassages:
     def _score(self, query: str) -> tuple[list[float], list[tuple[WindowPrompt, np.ndarray]]]:
         """Scores, and per window the calibrated, head-combined per-token mass (for evidence)."""
         s = self.scorer
-        opts = s.options
+        opts = s.effective_options
         weights = head_weights(self.heads, opts.head_reduction)
         n = len(self.layout)
         total = np.zeros(n)
@@ -190,7 +190,7 @@ class EncodedPassages:
     def head_masses(self, query: str) -> HeadMasses:
         """Per-head masses of every passage (input order), for detection and analysis."""
         s = self.scorer
-        opts = s.options
+        opts = s.effective_options
         h, n = len(self.heads), len(self.layout)
         real = np.zeros((h, n))
         null = np.zeros((h, n)) if opts.calibrate else None
@@ -274,10 +274,11 @@ class QRHeadScorer:
             model.config, "_name_or_path", None
         ) or type(model).__name__
         self.heads = resolve_heads(heads, self.shape, self.model_name)
-        self.prompt_template: PromptTemplate = resolve_template(opts.template, tokenizer)
-        #: The options as applied: ``fusion="auto"`` / ``fusion_weight=None`` resolved from the head set
-        #: (the fusion applies when first-stage scores are given: :meth:`applied_options`).
+        #: The options as applied: every ``"auto"`` (and ``fusion_weight=None``) resolved from the head set's
+        #: recommendation, e.g. the authors' scoring variant for their published sets (the fusion applies
+        #: when first-stage scores are given: :meth:`applied_options`).
         self.effective_options = opts.resolved(self.heads.info.get("recommended_options"))
+        self.prompt_template: PromptTemplate = resolve_template(self.effective_options.template, tokenizer)
         self.device = input_device(model)  # where input ids go (the embedding's device under a device map)
         self._plans: dict[tuple, CapturePlan] = {}
         self._plan = self._plan_for(self.heads)
@@ -324,7 +325,7 @@ class QRHeadScorer:
                            config_fingerprint(self.model.config))
         variant = hs.info.get("variant")
         if isinstance(variant, dict):
-            mine = self.options.variant
+            mine = self.effective_options.variant
             differ = {k: (v, mine.get(k)) for k, v in variant.items() if k in mine and mine[k] != v}
             if differ:
                 text = ", ".join(f"{k}={v!r} (this scorer: {m!r})" for k, (v, m) in differ.items())
