@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 from typing_extensions import Self
 
 from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks, selection_scorer
+from .engine.batch import shared_encoding
 from .engine.heads import HeadSet, parse_head_list
 from .engine.options import OPTION_NAMES, ScoringOptions, TemplateName, option_specs
-from .engine.prompt import check_passages
-from .engine.ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k
+from .engine.ranking import RankedPassage, check_query
 from .engine.scoring import EncodedPassages, QRHeadScorer
 from .first_stage import resolve_first_stage
 
@@ -302,76 +302,6 @@ def first_stage_scores(scores: Sequence[Any]) -> list[float]:
 # --- several queries at once -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RankJob:
-    """One query's re-ranking request: what :meth:`QRHeadScorer.rank` takes."""
-
-    query: str
-    passages: Sequence[Any]
-    top_k: int | None = None
-    first_stage_scores: Sequence[float] | None = None
-    evidence: int = 0
-
-
-def shared_encoding(scorer: QRHeadScorer, passages: Sequence[Any], queries: Sequence[str]) -> EncodedPassages | None:
-    """The passages encoded once for ``queries``, or None when sharing could change a query's scores
-    (passages that need windows: each query is then scored on its own, as a single call would)."""
-    encoded = scorer.encode(passages, queries=list(queries))
-    return encoded if encoded.same_for_every_query else None
-
-
-def rank_jobs(scorer: QRHeadScorer, jobs: Sequence[RankJob], *,
-              return_exceptions: bool = False) -> list[list[RankedPassage] | Exception]:
-    """``[scorer.rank(j.query, j.passages, j.top_k, j.first_stage_scores) for j in jobs]``, with the
-    forward passes shared: jobs with the same passages (anywhere in the list) are scored on one encoding
-    (the passages are read once, each query costs one short pass). The results are exactly those of the
-    one-at-a-time calls; passages that need windows are scored query by query.
-
-    ``return_exceptions``: a job's error (e.g. an empty query) is returned in its place instead of
-    raised; without it, the first invalid job raises before any scoring.
-    """
-    out: list[Any] = [None] * len(jobs)
-    groups: dict[tuple, list[tuple[int, str, int | None, list[float] | None]]] = {}
-    for i, job in enumerate(jobs):
-        try:
-            query = check_query(job.query)
-            check_top_k(job.top_k)
-            items = check_passages(job.passages)
-            fs = check_first_stage_scores(job.first_stage_scores, len(items))
-            check_evidence(job.evidence)
-        except Exception as exc:
-            if not return_exceptions:
-                raise
-            out[i] = exc
-            continue
-        if not items:
-            out[i] = []
-            continue
-        groups.setdefault(tuple(items), []).append((i, query, job.top_k, fs, job.evidence))
-
-    def run(i: int, call: Any) -> None:
-        try:
-            out[i] = call()
-        except Exception as exc:
-            if not return_exceptions:
-                raise
-            out[i] = exc
-
-    for items, members in groups.items():
-        encoded = None
-        if len(members) > 1:
-            try:
-                encoded = shared_encoding(scorer, list(items), [m[1] for m in members])
-            except Exception:  # e.g. a budget error: the single calls report it, each for its own query
-                encoded = None
-        for i, query, top_k, fs, evidence in members:
-            if encoded is not None:
-                run(i, lambda: encoded.rank(query, top_k, fs, evidence=evidence))
-            else:
-                run(i, lambda: scorer.rank(query, list(items), top_k=top_k, first_stage_scores=fs, evidence=evidence))
-    return out
-
-
 class _SharedScorer:
     """What :func:`~qrhead_integrations.chunks.select_chunks` needs of a scorer, answering ``rank`` from
     one shared encoding of the chunks (anything else goes to the real scorer)."""
@@ -403,7 +333,7 @@ def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[C
                 **selection: Any) -> list[ChunkSelection | Exception]:
     """``[select_chunks(scorer, q, chunks, **selection) for q in queries]`` with one encoding of the
     chunks for all queries (when they fit one prompt; else query by query). Results are exactly those
-    of the single calls. ``return_exceptions`` as in :func:`rank_jobs`."""
+    of the single calls. ``return_exceptions`` as in :func:`~.engine.batch.rank_jobs`."""
     chunks = list(chunks)
     out: list[Any] = []
     valid = []

@@ -53,8 +53,8 @@ def scorer():
 
 
 def expected(scorer, query, docs):
-    """What the server must return: the encode path, every document best first."""
-    return [(r.index, r.score) for r in scorer.encode(docs).rank(query, top_k=None)]
+    """What the server must return: the scorer's own ranking, every document best first."""
+    return [(r.index, r.score) for r in scorer.rank(query, docs)]
 
 
 def pairs(results, score_key="relevance_score"):
@@ -76,11 +76,18 @@ class GatedScorer:
         self.waiting = threading.Event()
         self.encodes = 0
 
-    def encode(self, passages, heads=None):
+    def _hold(self):
         self.waiting.set()
         assert self.gate.wait(60), "gate never opened"
         self.encodes += 1
-        return self._scorer.encode(passages)
+
+    def encode(self, passages, heads=None, **kwargs):
+        self._hold()
+        return self._scorer.encode(passages, heads, **kwargs)
+
+    def rank(self, *args, **kwargs):  # a request alone is ranked by one call, which reads its documents once
+        self._hold()
+        return self._scorer.rank(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._scorer, name)
@@ -383,9 +390,13 @@ def test_rank_groups_drops_abandoned_requests_without_encoding_them(scorer):
     calls = []
 
     class Counting:
-        def encode(self, docs):
-            calls.append(list(docs))
-            return scorer.encode(docs)
+        def encode(self, docs, **kwargs):
+            calls.append([getattr(d, "text", d) for d in docs])
+            return scorer.encode(docs, **kwargs)
+
+        def rank(self, query, docs, **kwargs):
+            calls.append([getattr(d, "text", d) for d in docs])
+            return scorer.rank(query, docs, **kwargs)
 
     requests = [("Who wrote Hamlet?", DOCS), ("Which planet is the largest?", OTHER_DOCS), ("How high is Everest?", DOCS)]
     out = {pos: res for pos, res, _ in rank_groups(Counting(), requests, skip=lambda pos: pos in (1, 2))}
@@ -480,13 +491,53 @@ def test_stopped_worker_refuses_and_fails_queued_requests(scorer):
         worker.submit("q", DOCS)
 
 
+def test_windowed_documents_get_the_scorers_own_ranking(scorer):
+    """Near a window boundary a plan for the reserved query room differs from a single call's plan: the
+    server (alone and batched) and the Ray Data rows still return exactly ``scorer.rank``'s scores."""
+    import random
+
+    from qrhead_integrations.serve.ray import rerank_rows
+
+    small = scorer.with_options(max_context_tokens=1024)
+    rng = random.Random(0)
+    words = "river planet music bread empire doctor goal processor the of and a to in".split()
+    docs = [" ".join(rng.choice(words) for _ in range(150))[:880] for _ in range(5)]
+    assert len(small.encode(docs).windows) != len(small.encode(docs, queries=[QUERIES[0]]).windows)
+    want = {q: expected(small, q, docs) for q in QUERIES[:3]}
+    gated = GatedScorer(small)
+    app = create_app(gated)
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        gated.gate.set()
+        alone = http.post("/v2/rerank", json={"query": QUERIES[0], "documents": docs})
+        assert alone.status_code == 200 and pairs(alone.json()["results"]) == want[QUERIES[0]]
+        gated.gate.clear()
+        with ThreadPoolExecutor(4) as pool:  # a batch: three requests over the same documents, queued together
+            blocker = pool.submit(http.post, "/v2/rerank", json={"query": "warm", "documents": ["blocking"]})
+            while app.state.qrhead.worker.pending < 1:
+                time.sleep(0.01)
+            futures = {q: pool.submit(http.post, "/v2/rerank", json={"query": q, "documents": docs}) for q in want}
+            while app.state.qrhead.worker.pending < 4:
+                time.sleep(0.01)
+            gated.gate.set()
+            assert blocker.result(60).status_code == 200
+            for q, f in futures.items():
+                assert pairs(f.result(60).json()["results"]) == want[q]
+    rows = rerank_rows(small, [{"query": q, "candidates": docs} for q in want])
+    for row, q in zip(rows, want):
+        assert [(i, row["scores"][i]) for i in row["ranking"]] == want[q]
+
+
 def test_rank_groups_encodes_each_document_list_once(scorer):
     calls = []
 
     class Counting:
-        def encode(self, docs):
-            calls.append(list(docs))
-            return scorer.encode(docs)
+        def encode(self, docs, **kwargs):
+            calls.append([getattr(d, "text", d) for d in docs])
+            return scorer.encode(docs, **kwargs)
+
+        def rank(self, query, docs, **kwargs):
+            calls.append([getattr(d, "text", d) for d in docs])
+            return scorer.rank(query, docs, **kwargs)
 
     reqs = [("q1", DOCS), ("q2", OTHER_DOCS), ("q3", list(DOCS)), ("", DOCS), ("q4", [])]
     out = {pos: (res, shared) for pos, res, shared in rank_groups(Counting(), reqs)}

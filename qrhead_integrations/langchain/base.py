@@ -21,14 +21,13 @@ from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field
 
 from .._adapter import (
-    RankJob,
     ScorerConfig,
     copy_metadata,
     evidence_metadata,
     first_stage_scores,
     input_order_scores,
-    rank_jobs,
 )
+from ..engine.batch import RankJob, rank_jobs
 from ..engine.ranking import RankedPassage
 
 RUN_NAME = "QRHeadReranker"

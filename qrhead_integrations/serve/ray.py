@@ -22,7 +22,7 @@ or ``python -m qrhead_integrations.serve.ray batch --input pairs.jsonl --output 
 output row is the input row plus ``scores`` (one per candidate, input order), ``ranking`` (candidate
 indices best first, ``top_n`` of them when given) and ``error`` (null, or why the row failed).
 
-Every score is computed as ``scorer.encode(candidates).rank(query)``, as by the HTTP server and in a
+Every score is ``scorer.rank(query, candidates)``'s, through the same batching path as the HTTP server and a
 single process, so results do not depend on the number of replicas or actors. Ray is imported lazily:
 this module imports without the ``ray`` extra; its functions then say how to install it.
 """

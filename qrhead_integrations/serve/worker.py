@@ -2,12 +2,13 @@
 
 The scorer (its model and its Hugging Face tokenizer, which is not thread-safe) is only ever used from
 the worker thread. The worker takes everything that is queued (up to ``Limits.max_group`` requests),
-checks the token limits, groups the requests whose documents are identical and, per group, encodes the
-documents once and ranks each request's query on that encoding.
+checks the token limits and ranks them through the library's one batching path
+(:func:`~qrhead_integrations.engine.batch.iter_rank_jobs`): requests whose documents are identical share
+one encoding when the documents fit one prompt; longer documents are ranked request by request.
 
-Every request, grouped or not, is scored the same way, ``scorer.encode(documents).rank(query)``, so a
-request's result never depends on what else was queued: concurrent clients get exactly the numbers
-that sequential calls would give.
+Every request's result is exactly ``scorer.rank(query, documents)``, whatever else was queued:
+concurrent clients get the numbers that sequential calls, the Python API, the CLI and the framework
+adapters give.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.batch import AbandonedError, RankJob, iter_rank_jobs
 from .config import Limits
 
 logger = logging.getLogger("qrhead_integrations.serve")
@@ -47,8 +49,6 @@ class OverloadedError(RuntimeError):
     """The worker's queue is full, or the worker is stopped (HTTP 503)."""
 
 
-class AbandonedError(RuntimeError):
-    """The request's client went away before the worker reached it: it was dropped, not scored."""
 
 
 @dataclass
@@ -94,60 +94,30 @@ def check_query(query: Any) -> str:
 def rank_groups(scorer: Any, requests: Sequence[tuple[str, Sequence[Any]]],
                 skip: Callable[[int], bool] | None = None,
                 ) -> Iterator[tuple[int, list[Any] | BaseException, bool]]:
-    """Rank many ``(query, documents)`` pairs, encoding each distinct document list once.
+    """Rank many ``(query, documents)`` pairs through the library's one batching path
+    (:func:`~qrhead_integrations.engine.batch.iter_rank_jobs`): requests over the same documents share one
+    encoding when the documents fit one prompt, else each is scored on its own.
 
     Yields ``(position, ranking or exception, shared)`` as each request is done, grouped by documents
     (first appearance order). ``ranking`` is every document best first, exactly what
-    ``scorer.encode(documents).rank(query)`` returns; ``shared`` tells whether the encoding served more
-    than one request. ``skip(position)``, asked just before a request's turn, drops requests nobody waits
+    ``scorer.rank(query, documents)`` returns; ``shared`` tells whether other requests of the batch had the
+    same documents. ``skip(position)``, asked just before a request's turn, drops requests nobody waits
     for any more (they get :class:`AbandonedError`). Used by the server's worker and by the Ray Data job.
     """
-    skip = skip or (lambda pos: False)
-    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
-    for pos, (_, docs) in enumerate(requests):
+    same: dict[tuple[tuple[str, str], ...], int] = {}
+    keys: list[tuple[tuple[str, str], ...] | None] = []
+    for _, docs in requests:
         try:
             key = tuple(document_key(d) for d in docs)
-        except (KeyError, TypeError, AttributeError) as exc:
-            yield pos, TypeError(f"documents must be strings or mappings with 'text': {exc}"), False
-            continue
-        groups.setdefault(key, []).append(pos)
-    for positions in groups.values():
-        wanted = []
-        for pos in positions:
-            if skip(pos):
-                yield pos, AbandonedError("the client went away"), False
-            else:
-                wanted.append(pos)
-        if not wanted:
-            continue
-        positions = wanted
-        docs = requests[positions[0]][1]
-        shared = len(positions) > 1
-        if len(docs) == 0:
-            for pos in positions:
-                try:
-                    check_query(requests[pos][0])
-                    yield pos, [], shared
-                except (TypeError, ValueError) as exc:
-                    yield pos, exc, shared
-            continue
-        try:
-            encoded = scorer.encode(docs)
-        except Exception as exc:  # every request of the group gets the encoding's error
-            for pos in positions:
-                yield pos, exc, shared
-            continue
-        try:
-            for pos in positions:
-                if skip(pos):
-                    yield pos, AbandonedError("the client went away"), shared
-                    continue
-                try:
-                    yield pos, encoded.rank(requests[pos][0], top_k=None), shared
-                except Exception as exc:
-                    yield pos, exc, shared
-        finally:
-            del encoded  # frees the documents' KV cache before the next group
+        except (KeyError, TypeError, AttributeError):
+            key = None  # the scorer's passage check names the problem
+        keys.append(key)
+        if key is not None:
+            same[key] = same.get(key, 0) + 1
+    jobs = [RankJob(query, list(docs) if docs is not None else docs) for query, docs in requests]
+    for pos, result in iter_rank_jobs(scorer, jobs, skip=skip):
+        key = keys[pos]
+        yield pos, result, key is not None and same[key] > 1
 
 
 class RerankWorker:
