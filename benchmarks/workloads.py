@@ -135,7 +135,7 @@ def load_bench_model(name: str, device: str = "cpu", dtype: str | None = None, a
         )
         torch.manual_seed(0)
         with torch.device(dev):
-            model = tf.LlamaForCausalLM._from_config(cfg, dtype=torch_dtype)
+            model = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype)
         model.eval()
         if not (LLAMA3_TOKENIZER / "tokenizer.json").is_file():
             raise SystemExit(f"{LLAMA3_TOKENIZER} missing: run scripts/fetch_test_tokenizers.sh")
@@ -411,7 +411,7 @@ def _reference_attention_name(base: str) -> str:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
     name = f"benchref_{base}"  # not "qrhead_": that prefix is the engine's
-    if name not in AttentionInterface._global_mapping:
+    if name not in ALL_ATTENTION_FUNCTIONS.valid_keys():
         base_fn = ALL_ATTENTION_FUNCTIONS[base]
 
         def attention(module, query, key, value, attention_mask, **kwargs):

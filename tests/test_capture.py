@@ -152,3 +152,21 @@ def test_head_mask_equals_zeroing_the_heads_slice_before_o_proj():
         plain = model(ids).logits
     torch.testing.assert_close(masked, expected, atol=1e-5, rtol=1e-4)
     assert (masked - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_the_attention_implementation_shim_reads_what_the_public_setter_set(attn):
+    """engine/compat.py reads transformers' private config attribute (there is no public getter); this runs
+    on the lowest and the newest transformers CI installs, and a capture leaves the model as it found it."""
+    from qrhead_integrations.engine.compat import attn_implementation
+
+    tok = load_tokenizer("smollm2")
+    model = tiny_model("llama", tok, layers=2, attn=attn)
+    assert attn_implementation(model) == attn
+    other = "eager" if attn == "sdpa" else "sdpa"
+    model.set_attn_implementation(other)
+    assert attn_implementation(model) == other
+    plan = CapturePlan.build(model, HeadSet(((0, 0), (1, 1))))
+    with AttentionPass(model, plan, rows=None):
+        assert attn_implementation(model).startswith("qrhead_")
+    assert attn_implementation(model) == other

@@ -37,6 +37,7 @@ import torch
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
+from .compat import attn_implementation
 from .errors import QRHeadRuntimeError, QRHeadValueError
 from .heads import Head, HeadSet
 
@@ -144,7 +145,7 @@ class AttentionPass:
     def __enter__(self) -> AttentionPass:
         self._lock.acquire()
         try:
-            self._saved = self.model.config._attn_implementation
+            self._saved = attn_implementation(self.model)
             self.model.set_attn_implementation(_wrapped(self._saved))
             self._token = _ACTIVE.set(self)
         except BaseException:
