@@ -242,15 +242,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         RAW.parent.mkdir(parents=True, exist_ok=True)
         RAW.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-        doc = DOC.read_text(encoding="utf-8")
-        if START in doc and END in doc:
-            head, rest = doc.split(START, 1)
-            _, tail = rest.split(END, 1)
-            DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}", encoding="utf-8")
-            print(f"wrote {DOC.relative_to(ROOT)} and {RAW.relative_to(ROOT)}", file=sys.stderr)
-        else:
-            print(f"{DOC} has no {START} ... {END} markers: table not written", file=sys.stderr)
+        write_between_markers(DOC, START, END, text, f"{RAW.relative_to(ROOT)}")
     return 0
+
+
+def write_between_markers(doc: Path, start: str, end: str, text: str, source: str) -> bool:
+    """Replace what lies between ``start`` and ``end`` in ``doc`` with ``text`` (the benchmarks' tables in
+    docs/); False, with a message, when the markers are missing."""
+    content = doc.read_text(encoding="utf-8")
+    if start not in content or end not in content:
+        print(f"{doc} has no {start} ... {end} markers: not written", file=sys.stderr)
+        return False
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
+    print(f"wrote {doc.relative_to(ROOT)} (from {source})", file=sys.stderr)
+    return True
 
 
 if __name__ == "__main__":

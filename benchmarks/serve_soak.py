@@ -43,7 +43,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .serve_load import documents, free_port, question, start_server
+from .serve_load import documents, free_port, question, start_server, write_between_markers
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "serving.md"
@@ -304,14 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_summary(text: str, no_write: bool, ok: bool) -> int:
     print(text)
     if not no_write:
-        doc = DOC.read_text(encoding="utf-8")
-        if START in doc and END in doc:
-            head, rest = doc.split(START, 1)
-            _, tail = rest.split(END, 1)
-            DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}", encoding="utf-8")
-            print(f"wrote {DOC.relative_to(ROOT)} (from {RAW.relative_to(ROOT)})", file=sys.stderr)
-        else:
-            print(f"{DOC} has no {START} ... {END} markers: summary not written", file=sys.stderr)
+        write_between_markers(DOC, START, END, text, f"{RAW.relative_to(ROOT)}")
     return 0 if ok else 1
 
 

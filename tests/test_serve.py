@@ -67,6 +67,21 @@ def client(scorer):
         yield c
 
 
+class Counting:
+    """The scorer, recording the passages of every encoding and every single call (each reads them once)."""
+
+    def __init__(self, scorer, calls):
+        self.scorer, self.calls = scorer, calls
+
+    def encode(self, docs, **kwargs):
+        self.calls.append([getattr(d, "text", d) for d in docs])
+        return self.scorer.encode(docs, **kwargs)
+
+    def rank(self, query, docs, **kwargs):
+        self.calls.append([getattr(d, "text", d) for d in docs])
+        return self.scorer.rank(query, docs, **kwargs)
+
+
 class GatedScorer:
     """The scorer, but ``encode`` waits for ``gate`` (to hold the worker while requests pile up)."""
 
@@ -388,18 +403,8 @@ def test_rank_groups_drops_abandoned_requests_without_encoding_them(scorer):
     from qrhead_integrations.serve.worker import AbandonedError
 
     calls = []
-
-    class Counting:
-        def encode(self, docs, **kwargs):
-            calls.append([getattr(d, "text", d) for d in docs])
-            return scorer.encode(docs, **kwargs)
-
-        def rank(self, query, docs, **kwargs):
-            calls.append([getattr(d, "text", d) for d in docs])
-            return scorer.rank(query, docs, **kwargs)
-
     requests = [("Who wrote Hamlet?", DOCS), ("Which planet is the largest?", OTHER_DOCS), ("How high is Everest?", DOCS)]
-    out = {pos: res for pos, res, _ in rank_groups(Counting(), requests, skip=lambda pos: pos in (1, 2))}
+    out = {pos: res for pos, res, _ in rank_groups(Counting(scorer, calls), requests, skip=lambda pos: pos in (1, 2))}
     assert isinstance(out[1], AbandonedError) and isinstance(out[2], AbandonedError)
     assert [(r.index, r.score) for r in out[0]] == expected(scorer, *requests[0])
     assert calls == [DOCS]  # OTHER_DOCS, wanted by nobody, was never encoded
@@ -529,18 +534,8 @@ def test_windowed_documents_get_the_scorers_own_ranking(scorer):
 
 def test_rank_groups_encodes_each_document_list_once(scorer):
     calls = []
-
-    class Counting:
-        def encode(self, docs, **kwargs):
-            calls.append([getattr(d, "text", d) for d in docs])
-            return scorer.encode(docs, **kwargs)
-
-        def rank(self, query, docs, **kwargs):
-            calls.append([getattr(d, "text", d) for d in docs])
-            return scorer.rank(query, docs, **kwargs)
-
     reqs = [("q1", DOCS), ("q2", OTHER_DOCS), ("q3", list(DOCS)), ("", DOCS), ("q4", [])]
-    out = {pos: (res, shared) for pos, res, shared in rank_groups(Counting(), reqs)}
+    out = {pos: (res, shared) for pos, res, shared in rank_groups(Counting(scorer, calls), reqs)}
     assert calls == [DOCS, OTHER_DOCS]
     assert [(r.index, r.score) for r in out[2][0]] == expected(scorer, "q3", DOCS) and out[2][1]
     assert isinstance(out[3][0], ValueError) and out[4][0] == [] and not out[1][1]
