@@ -67,3 +67,17 @@ def test_qrhead_models_shows_each_sets_options_and_source():
     assert "query_rows=suffix, token_filter=2sigma, template=reference" in line and "published list" in line
     smol = out[out.index("smollm2-135m-instruct"):].splitlines()[1]
     assert "query_rows=query, token_filter=None, template=qrhead" in smol and "linear fusion" in smol
+
+
+def test_the_docs_state_the_shipped_default_sets_size_and_depth():
+    """docs/engine.md states the shipped SmolLM2 set's head count and deepest layer: a new default set must
+    come with the docs that describe it."""
+    import re
+    from pathlib import Path
+
+    (entry,) = [e for e in registered_head_sets("HuggingFaceTB/SmolLM2-135M-Instruct") if e.variant == "qrhead"]
+    hs = entry.load()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "engine.md").read_text()
+    m = re.search(r"The shipped SmolLM2 set \((\d+) heads, deepest layer (\d+) of (\d+)\)", text)
+    assert m, "docs/engine.md no longer states the shipped set's size and depth"
+    assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (len(hs), max(l for l, _ in hs.heads), 30)
