@@ -1,9 +1,10 @@
 """One batching path: many ``(query, passages)`` jobs ranked exactly as one-at-a-time calls would rank
 them, with the passages read once wherever they repeat.
 
-Every batch entry point runs through :func:`iter_rank_jobs`: the scorer's :meth:`score_batch`, the
-framework adapters (``rank_many``, LangChain's ``batch``/``abatch``, chunk selection over many questions),
-the HTTP server's worker and the Ray Data job. One policy for long inputs: jobs with equal passages share
+The batch entry points that return rankings run through :func:`iter_rank_jobs`: the framework adapters'
+``rank_many`` (LangChain's ``batch``/``abatch``), the HTTP server's worker and the Ray Data job. Chunk
+selection over many questions (``select_many``) uses :func:`shared_encoding`, and the scorer's
+:meth:`score_batch` (raw scores) its own loop, both with the same policy. One policy for long inputs: jobs with equal passages share
 one encoding planned for all their queries when the passages fit one prompt whole
 (:attr:`EncodedPassages.same_for_every_query`); passages that need windows (or cuts to fit) are scored
 query by query with :meth:`QRHeadScorer.rank`, because windows planned for another query's room can
@@ -50,6 +51,7 @@ def iter_rank_jobs(scorer: Any, jobs: Sequence[RankJob], *, skip: Callable[[int]
     drops jobs nobody waits for (they get :class:`AbandonedError`, and are never scored).
     """
     skip = skip or (lambda i: False)
+    gone = "nobody waits for this job any more"
     groups: dict[tuple, list[tuple[int, str, int | None, list[float] | None, int]]] = {}
     for i, job in enumerate(jobs):
         try:
@@ -69,7 +71,7 @@ def iter_rank_jobs(scorer: Any, jobs: Sequence[RankJob], *, skip: Callable[[int]
         wanted = []
         for member in members:
             if skip(member[0]):
-                yield member[0], AbandonedError("nobody waits for this job any more")
+                yield member[0], AbandonedError(gone)
             else:
                 wanted.append(member)
         encoded = None
@@ -81,7 +83,7 @@ def iter_rank_jobs(scorer: Any, jobs: Sequence[RankJob], *, skip: Callable[[int]
         try:
             for i, query, top_k, fs, evidence in wanted:
                 if skip(i):
-                    yield i, AbandonedError("nobody waits for this job any more")
+                    yield i, AbandonedError(gone)
                     continue
                 try:
                     if encoded is not None:
@@ -99,13 +101,8 @@ def rank_jobs(scorer: Any, jobs: Sequence[RankJob], *,
               return_exceptions: bool = False) -> list[list[RankedPassage] | Exception]:
     """``[scorer.rank(j.query, j.passages, j.top_k, j.first_stage_scores) for j in jobs]`` through
     :func:`iter_rank_jobs`. ``return_exceptions``: a job's error (e.g. an empty query) is returned in its
-    place instead of raised; without it, the first invalid job raises before any scoring."""
-    if not return_exceptions:  # check every job first: an invalid one raises before any forward pass
-        for job in jobs:
-            check_query(job.query)
-            check_top_k(job.top_k)
-            check_first_stage_scores(job.first_stage_scores, len(check_passages(job.passages)))
-            check_evidence(job.evidence)
+    place instead of raised; without it, the first invalid job raises before any scoring (
+    :func:`iter_rank_jobs` yields every job's argument errors before its first forward pass)."""
     out: list[Any] = [None] * len(jobs)
     for i, result in iter_rank_jobs(scorer, jobs):
         if isinstance(result, Exception) and not return_exceptions:

@@ -177,8 +177,10 @@ class RerankWorker:
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: requests, completed, failed, rejected (queue full), cancelled (dropped
-        while queued), abandoned (their client went away; dropped when the worker reached them), encodings (document lists encoded), shared_requests (served by an encoding that also served
-        another request), busy_seconds (time the model thread spent working), pending."""
+        while queued), abandoned (their client went away; dropped when the worker reached them), encodings
+        (distinct document lists scored per batch), shared_requests (requests whose batch held another
+        request over the same documents: one encoding when they fit one prompt), busy_seconds (time the
+        model thread spent working), pending."""
         with self._lock:
             out = dict(self._stats)
             out["pending"] = self._pending
