@@ -123,3 +123,16 @@ def test_without_scores_the_adapters_rank_as_scorer_rank_when_the_head_set_fuses
     doors = _doors(fusing, model_dir, tmp_path, capsys)
     for name in ("LangChain", "LlamaIndex"):
         _same(doors[name](QUERY, PASSAGES), want)
+
+
+def test_a_batch_with_an_invalid_job_raises_before_any_forward_pass():
+    from qrhead_integrations.engine.batch import RankJob, rank_jobs
+
+    class NoForward:
+        def encode(self, *args, **kwargs):
+            raise AssertionError("a forward pass ran before the jobs were checked")
+
+        rank = encode
+
+    with pytest.raises(ValueError, match="query is empty"):
+        rank_jobs(NoForward(), [RankJob("fine", PASSAGES), RankJob("fine too", PASSAGES), RankJob("  ", PASSAGES)])
