@@ -32,10 +32,9 @@ from typing_extensions import Self
 from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks, selection_scorer
 from .engine.batch import shared_encoding
 from .engine.heads import HeadSet, parse_head_list
-from .engine.options import OPTION_NAMES, ScoringOptions, TemplateName, option_specs
+from .engine.options import OPTION_NAMES, ScoringOptions, TemplateName, option_specs, options_markdown
 from .engine.ranking import RankedPassage, check_query
 from .engine.scoring import EncodedPassages, QRHeadScorer
-from .first_stage import resolve_first_stage
 
 HeadsField = str | list[tuple[int, int]] | None
 logger = logging.getLogger("qrhead_integrations")
@@ -268,16 +267,10 @@ def _copy_value(value: Any) -> Any:
         return value
 
 
-def input_order_scores(n: int) -> list[float]:
-    """The first stage as the adapters know it when it gave no scores: its order, as reciprocal ranks
-    (what linear fusion uses for a missing first stage; reciprocal-rank fusion reads the same order)."""
-    return [1.0 / (i + 1) for i in range(n)]
-
-
-def first_stage_scores(scores: Sequence[Any]) -> list[float]:
-    """The first-stage scores when every candidate has a finite one, else the input order as reciprocal
-    ranks (:func:`input_order_scores`): the candidates of a retriever arrive best first (a documented
-    fallback, logged when only some candidates lack a usable score)."""
+def first_stage_scores(scores: Sequence[Any]) -> list[float] | None:
+    """The first-stage scores when every candidate has a finite one, else None: the scorer then applies
+    its ``first_stage`` option (the default: BM25 over the candidates), never the input order (a
+    documented fallback, logged when only some candidates lack a usable score)."""
     values = []
     bad = 0
     for s in scores:
@@ -294,9 +287,9 @@ def first_stage_scores(scores: Sequence[Any]) -> list[float]:
     if bad == 0:
         return values
     if values:
-        logger.info("%d of %d candidates have no finite first-stage score: the input order stands in for the "
-                    "first stage", bad, bad + len(values))
-    return input_order_scores(bad + len(values))
+        logger.info("%d of %d candidates have no finite first-stage score: the scorer's first_stage option "
+                    "stands in for the first stage", bad, bad + len(values))
+    return None
 
 
 # --- several queries at once -------------------------------------------------------------------------
@@ -343,9 +336,8 @@ def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[C
         except Exception:
             if not return_exceptions:
                 raise
-    first_stage = resolve_first_stage(selection.get("first_stage", "auto"), selection.get("first_stage_scores"), scorer)
-    scorer = selection_scorer(scorer, candidate_order, fuse=selection.get("first_stage_scores") is not None,
-                              first_stage=first_stage)
+    scorer = selection_scorer(scorer, candidate_order, first_stage=selection.get("first_stage", "auto"),
+                              first_stage_scores=selection.get("first_stage_scores"))
     texts = [c.text for c in chunks if isinstance(c, Chunk)]
     encoded = None
     if len(valid) > 1 and texts and len(texts) == len(chunks):
@@ -413,13 +405,25 @@ def render_options_section(text: str) -> str:
     return text[:start] + TABLE_START + "\n\n" + options_table() + "\n\n" + text[end:]
 
 
+ENGINE_DOC = "docs/engine.md"
+ENGINE_TABLE_START = "<!-- options-table (generated from ScoringOptions: `python -m qrhead_integrations._adapter`) -->"
+ENGINE_TABLE_END = "<!-- /options-table -->"
+
+
+def render_engine_options(text: str) -> str:
+    """docs/engine.md's text with its ScoringOptions table (between its markers) replaced by the current one."""
+    start, end = text.index(ENGINE_TABLE_START), text.index(ENGINE_TABLE_END)
+    return text[:start] + ENGINE_TABLE_START + "\n" + options_markdown() + "\n" + text[end:]
+
+
 def update_docs(root: str | os.PathLike[str] = ".") -> list[str]:
-    """Rewrite the generated options table in the framework docs; returns the files that changed."""
+    """Rewrite the generated options tables in the framework docs and docs/engine.md; returns the files
+    that changed."""
     changed = []
-    for rel in DOC_FILES:
+    for rel in (*DOC_FILES, ENGINE_DOC):
         path = Path(root) / rel
         old = path.read_text(encoding="utf-8")
-        new = render_options_section(old)
+        new = render_engine_options(old) if rel == ENGINE_DOC else render_options_section(old)
         if new != old:
             path.write_text(new, encoding="utf-8")
             changed.append(rel)

@@ -35,7 +35,7 @@ from typing import Any
 
 from .engine.evidence import sentence_spans
 from .engine.ranking import check_query
-from .first_stage import bm25_scores, resolve_first_stage
+from .first_stage import check_first_stage
 
 logger = logging.getLogger("qrhead_integrations")
 
@@ -296,29 +296,17 @@ class DocumentChunks:
             return self._chunks
 
 
-def selection_scorer(scorer: Any, candidate_order: str | None, *, fuse: bool = False,
-                     first_stage: str | None = None) -> Any:
+def selection_scorer(scorer: Any, candidate_order: str | None, *, first_stage: Any = "auto",
+                     first_stage_scores: Sequence[float] | None = None) -> Any:
     """The scorer a chunk selection scores with: chunks laid out in ``candidate_order`` (``None``: the
-    scorer's own), and no fusion unless there are first-stage scores (``fuse``): without them the only
-    "first stage" would be the document position. With a named ``first_stage`` (e.g. ``"bm25"``) the
-    scores must be fused: a head set without a recommended fusion gets linear fusion (weight 0.5 unless
-    the scorer sets one; logged), an explicit ``fusion=None`` is an error. A new scorer on the same
-    weights when anything changes; the caller's is never changed."""
+    scorer's own) and the scorer's ``first_stage`` option set to ``first_stage`` (``"auto"``: the
+    scorer's own). A new scorer on the same weights when anything changes; the caller's is never changed."""
+    first_stage = check_first_stage(first_stage, first_stage_scores)
     overrides: dict[str, Any] = {}
     if candidate_order is not None and candidate_order != scorer.options.candidate_order:
         overrides["candidate_order"] = candidate_order
-    effective = getattr(scorer, "effective_options", scorer.options)  # fusion="auto" resolved for its head set
-    if not fuse and first_stage is None and effective.fusion is not None:
-        overrides["fusion"] = None
-    if first_stage is not None and effective.fusion is None:
-        if scorer.options.fusion is None:
-            from .engine.errors import QRHeadValueError
-
-            raise QRHeadValueError(f"first_stage={first_stage!r} fuses its scores with the heads' scores, but the "
-                                   "scorer has fusion=None: use fusion='auto', 'linear' or 'rrf'")
-        logger.info("first_stage=%r: the head set recommends no fusion; fusing linearly (QRHead share %.2f)",
-                    first_stage, effective.fusion_weight)
-        overrides["fusion"] = "linear"
+    if first_stage != "auto" and first_stage != scorer.options.first_stage:
+        overrides["first_stage"] = first_stage
     return scorer.with_options(**overrides) if overrides else scorer
 
 
@@ -345,16 +333,15 @@ def select_chunks(
       ``top_k`` too, both limits apply. Tokens are counted with ``count_tokens`` (a ``str -> int``
       callable or a tokenizer, e.g. the generator's), by default with the scorer's tokenizer.
     - ``keep_document_order``: return the chosen chunks in document order instead of best first.
-    - ``first_stage_scores``: one per chunk, fused with the QRHead scores when the scorer has ``fusion``
-      set. Without them the scorer's fusion is not applied (the only "first stage" would be the
-      document position).
-    - ``first_stage``: the first stage computed here when no ``first_stage_scores`` are given. ``"auto"``
-      (default): BM25 over these chunks for ``query``, fused as above, when the scorer fuses with a first
-      stage (its head set recommends a fusion, as the embedded default's does, or ``fusion`` is set);
-      the heads alone otherwise (e.g. the paper's published head sets, or ``fusion=None``). ``"bm25"``:
-      always (linear fusion, QRHead share 0.5, when the head set recommends none; an error with
-      ``fusion=None``; not together with ``first_stage_scores``). ``None``: the heads alone. Lexical
-      matching finds what the heads of a small model miss (SQuAD article chunks, docs/quality.md).
+    - ``first_stage_scores``: one per chunk, fused with the QRHead scores as a re-ranking fuses with its
+      retriever's scores (the scorer's ``fusion``).
+    - ``first_stage``: what the ranking fuses with when no ``first_stage_scores`` are given, the scorer's
+      ``first_stage`` option for this call. ``"auto"`` (default) keeps the scorer's setting: for the
+      embedded default, BM25 over these chunks for ``query`` fused with the heads; for head sets that
+      recommend no fusion (the paper's published sets), the heads alone. ``"bm25"``: always (linear
+      fusion when the head set recommends none; an error with ``fusion=None``; not together with
+      ``first_stage_scores``). ``"order"``: the document position read as a ranking. ``None``: the heads
+      alone. Lexical matching finds what the heads of a small model miss (docs/quality.md).
     - ``candidate_order``: how the chunks are laid out in the scorer's prompt. ``"as_given"`` (default)
       keeps the document's reading order; ``"reversed"`` / ``"both"`` as for re-ranking; ``None`` uses
       the scorer's own setting. The caller's scorer is not changed.
@@ -364,15 +351,12 @@ def select_chunks(
       kept text, so more chunks fit. See :class:`SelectedChunk` for the offsets of trimmed pieces.
     """
     check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
-    first_stage = resolve_first_stage(first_stage, first_stage_scores, scorer)
-    scorer = selection_scorer(scorer, candidate_order, fuse=first_stage_scores is not None, first_stage=first_stage)
+    scorer = selection_scorer(scorer, candidate_order, first_stage=first_stage, first_stage_scores=first_stage_scores)
     chunks = _check_chunks(chunks)
     top_k = _default_top_k(top_k, token_budget)
     if not chunks:
         check_query(query)
         return ChunkSelection(query, (), 0, 0, token_budget, top_k, keep_document_order, trim_to_evidence)
-    if first_stage == "bm25":
-        first_stage_scores = bm25_scores(check_query(query), [c.text for c in chunks])
     extra = {"evidence": trim_to_evidence} if trim_to_evidence else {}
     ranked = scorer.rank(query, [c.text for c in chunks], top_k=None if token_budget is not None else top_k,
                          first_stage_scores=first_stage_scores, **extra)

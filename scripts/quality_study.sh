@@ -28,6 +28,8 @@ for step in "${steps[@]}"; do
     run qrhead eval collect --model $M --data "$D" --set nq --queries 64 --skip 0 --orders shuffled
     run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 180 --skip 120 --orders first_stage
     run qrhead eval collect --model $M --data "$D" --set squad --queries 40 --max-passage-tokens 512
+    # #25: the other 240 SciFact test claims in shuffled order too, so all 300 are in both orders
+    run qrhead eval collect --model $M --data "$D" --set scifact-test --queries 240 --skip 60 --orders shuffled
     # not run yet (CPU time): NQ evaluation questions 40-59
     # run qrhead eval collect --model $M --data "$D" --set nq --queries 20 --skip 1040
     ;;

@@ -45,6 +45,13 @@ def test_docs_hold_the_current_options_table(doc):
     assert render_options_section(text) == text, f"run `python -m qrhead_integrations._adapter` to update {doc}"
 
 
+def test_engine_doc_holds_the_current_scoring_options_table():
+    from qrhead_integrations._adapter import ENGINE_DOC, render_engine_options
+
+    text = (REPO / ENGINE_DOC).read_text(encoding="utf-8")
+    assert render_engine_options(text) == text, "run `python -m qrhead_integrations._adapter` to update docs/engine.md"
+
+
 def test_options_table_lists_every_field():
     table = options_table()
     for name in (*LOADER_FIELDS, *ADAPTER_OPTION_NAMES):

@@ -299,7 +299,7 @@ def test_bm25_first_stage_fuses_bm25_over_the_chunks(scorer, caplog):
         (c.index, c.score) for c in select_chunks(scorer, query, chunks, top_k=3, first_stage=None)]
     with pytest.raises(ValueError, match="fusion=None"):
         select_chunks(scorer.with_options(fusion=None), query, chunks, first_stage="bm25")
-    with pytest.raises(ValueError, match="first_stage must be one of 'auto', 'bm25' or None"):
+    with pytest.raises(ValueError, match="first_stage must be one of 'auto', 'bm25', 'order' or None"):
         select_chunks(scorer, query, chunks, first_stage="tfidf")
     with pytest.raises(ValueError, match="not both"):
         select_chunks(scorer, query, chunks, first_stage="bm25", first_stage_scores=bm25)

@@ -36,7 +36,7 @@ def _node(cls, text, i):
     return cls(text=text, metadata={"i": i}, excluded_embed_metadata_keys=["i"])
 
 
-def _doors(scorer, model_dir, tmp_path, capsys):
+def _doors(scorer, model_dir, tmp_path, capsys, cli_args=()):
     pytest.importorskip("fastapi")
     pytest.importorskip("langchain_core")
     pytest.importorskip("llama_index.core")
@@ -57,7 +57,7 @@ def _doors(scorer, model_dir, tmp_path, capsys):
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in p))
         capsys.readouterr()
         assert main(["rank", "--model", model_dir, "--heads", HEADS, "--device", "cpu", "--query", q, str(path),
-                     "--json", "--top-k", str(len(p))]) == 0
+                     "--json", "--top-k", str(len(p)), *cli_args]) == 0
         return [(r["index"], r["score"]) for r in json.loads(capsys.readouterr().out)["rankings"][0]["results"]]
 
     def batch(q, p):
@@ -111,18 +111,26 @@ def test_with_first_stage_scores_the_adapters_fuse_as_scorer_rank_does(scorer):
     _same([(n.node.metadata["i"], n.score) for n in li.postprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))], want)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #25 item 1: the framework rerankers still fuse with the input order "
-                                       "when the candidates carry no scores and the head set recommends a fusion")
-def test_without_scores_the_adapters_rank_as_scorer_rank_when_the_head_set_fuses(model_dir, tmp_path, capsys):
-    """Executable acceptance of #25 item 1: strict, so it fails (and must be removed) once every door agrees."""
+@pytest.mark.parametrize("order", ["given", "reversed"])
+def test_without_scores_every_door_fuses_as_scorer_rank_when_the_head_set_fuses(model_dir, tmp_path, capsys, order):
+    """#25 item 1: a head set that recommends a fusion (as the embedded default's does) fuses inputs without
+    scores with BM25 over the candidates at every door, never with their order."""
     from qrhead_integrations import HeadSet
 
     fusing = QRHeadScorer.from_pretrained(model_dir, HeadSet(((1, 0), (2, 1), (3, 3)), info={
         "recommended_options": {"fusion": "linear", "fusion_weight": 0.5}}), device="cpu")
-    want = [(r.index, r.score) for r in fusing.rank(QUERY, PASSAGES)]
-    doors = _doors(fusing, model_dir, tmp_path, capsys)
-    for name in ("LangChain", "LlamaIndex"):
-        _same(doors[name](QUERY, PASSAGES), want)
+    assert fusing.effective_options.first_stage == "bm25"
+    passages = PASSAGES if order == "given" else PASSAGES[::-1]
+    ranked = fusing.rank(QUERY, passages)
+    assert all(r.fused for r in ranked) and ranked[0].first_stage_score > 0
+    want = [(r.index, r.score) for r in ranked]
+    doors = _doors(fusing, model_dir, tmp_path, capsys, cli_args=["--fusion", "linear", "--first-stage", "bm25"])
+    del doors["score_batch"]  # score_batch returns the heads' own scores (as score() does)
+    for name, door in doors.items():
+        try:
+            _same(door(QUERY, passages), want)
+        except AssertionError as exc:
+            raise AssertionError(f"{name} ({order} order) differs from scorer.rank: {exc}") from None
 
 
 def test_a_batch_with_an_invalid_job_raises_before_any_forward_pass():

@@ -24,6 +24,9 @@ QueryRows = Literal["auto", "query", "suffix"]
 TokenFilter = Literal["auto", "2sigma"]
 HeadReduction = Literal["mean", "sum"]
 Fusion = Literal["auto", "rrf", "linear"]
+FirstStage = Literal["auto", "bm25", "order"]
+#: ``first_stage`` values besides None.
+FIRST_STAGES: tuple[str, ...] = typing.get_args(FirstStage)
 TemplateName = Literal["auto", "qrhead", "reference"]
 
 #: What ``"auto"`` means for the scoring-variant options when the head set recommends nothing.
@@ -74,14 +77,19 @@ class ScoringOptions:
     max_query_tokens: int = _option(
         256, "Longest query (tokens) that encode() reserves room for when it plans windows.", minimum=1)
     fusion: Fusion | None = _option(
-        "auto", "Fuse the QRHead score with the first stage: 'auto' (what the head set recommends, measured for "
-                "its model, applied when first-stage scores are given; the adapters pass their retriever's "
-                "scores, or its order as reciprocal ranks), None, 'rrf' (reciprocal rank) or 'linear' (min-max "
-                "normalised scores); an explicit 'rrf'/'linear' without first-stage scores fuses with the "
-                "input order.")
+        "auto", "How the QRHead score is fused with a first stage (given first_stage_scores, or the one "
+                "first_stage names): 'auto' (what the head set recommends, measured for its model), 'linear' "
+                "(min-max normalised scores), 'rrf' (reciprocal rank) or None (never fuse: the heads alone, "
+                "even when first-stage scores are given).")
     fusion_weight: float | None = _option(
         None, "QRHead share of the fused score (the first stage gets 1 - fusion_weight). None = the head set's "
               "recommendation, else 0.5.", minimum=0.0, maximum=1.0)
+    first_stage: FirstStage | None = _option(
+        "auto", "What a ranking fuses with when the caller gives no first_stage_scores: 'bm25' (BM25 over "
+                "the given passages themselves: order-free), 'order' (the input order read as a ranking, best "
+                "first: only for callers whose input is one), None (the heads alone) or 'auto' (the head "
+                "set's recommendation, else 'bm25' when the head set recommends a fusion and None when not). "
+                "Given first_stage_scores always take its place.")
     rrf_k: int = _option(60, "The k of reciprocal-rank fusion.", minimum=1)
     score_threshold: float | None = _option(
         None, "Drop results whose final score is below this value. None = keep all.")
@@ -117,14 +125,25 @@ class ScoringOptions:
 
     def resolved(self, recommended: Mapping[str, Any] | None = None) -> ScoringOptions:
         """These options with every ``"auto"`` (and ``fusion_weight=None``) replaced by a head set's
-        recommendation (``HeadSet.info["recommended_options"]``), else by no fusion, 0.5 and
-        :data:`VARIANT_FALLBACK`."""
+        recommendation (``HeadSet.info["recommended_options"]``), else by no fusion, 0.5, no computed first
+        stage and :data:`VARIANT_FALLBACK`. A computed first stage (``"bm25"``, ``"order"``) needs a
+        fusion: with ``fusion="auto"`` and none recommended it is linear; an explicit ``fusion=None``
+        is an error."""
         rec = dict(recommended or {})
         fusion = rec.get("fusion") if self.fusion == "auto" else self.fusion
         weight = self.fusion_weight if self.fusion_weight is not None else rec.get("fusion_weight", 0.5)
+        first_stage = self.first_stage
+        if first_stage == "auto":
+            first_stage = rec.get("first_stage", "bm25" if fusion is not None else None)
+        if first_stage is not None and fusion is None:
+            if self.fusion is None:
+                raise QRHeadValueError(f"first_stage={first_stage!r} fuses its scores with the heads' scores, but "
+                                       "fusion=None: use fusion='auto', 'linear' or 'rrf', or first_stage=None")
+            fusion = "linear"
         variant = {name: rec.get(name, fallback) for name, fallback in VARIANT_FALLBACK.items()
                    if getattr(self, name) == "auto"}
-        return dataclasses.replace(self, fusion=fusion, fusion_weight=float(weight), **variant)
+        return dataclasses.replace(self, fusion=fusion, fusion_weight=float(weight), first_stage=first_stage,
+                                   **variant)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None, **more: Any) -> ScoringOptions:

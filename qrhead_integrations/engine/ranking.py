@@ -81,7 +81,7 @@ def check_first_stage_scores(values: Any, n: int) -> list[float] | None:
         f = float(v)
         if not math.isfinite(f):
             raise QRHeadValueError(f"first_stage_scores[{i}] is {f}: every first-stage score must be finite "
-                                   "(leave first_stage_scores out to fuse with the input order instead)")
+                                   "(leave first_stage_scores out to let the first_stage option stand in)")
         out.append(f)
     return out
 

@@ -31,6 +31,7 @@ from .evidence import Evidence, evidence_sentences
 from .heads import HeadSet, HeadSpec, ModelShape, config_fingerprint, normalize_model_name, resolve_heads
 from .kv import PrefixCache
 from .layout import Layout, WindowPrompt, plan_layout
+from .lexical import bm25_scores
 from .loading import input_device, load_model
 from .options import OPTION_NAMES, ScoringOptions
 from .prompt import Passage, PromptTemplate, check_passages, resolve_template, safe_tokenizer
@@ -229,10 +230,10 @@ class EncodedPassages:
 
     def _rank(self, query: str, top_k: int | None, fs: list[float] | None, evidence: int) -> list[RankedPassage]:
         scores, combined = self._score(query)
-        ranked = rank_passages(self.layout.originals or self.layout.passages, scores,
-                               self.scorer.applied_options(fs is not None), top_k=top_k,
-                               truncated=self.layout.truncated, window_of=self.layout.window_of, first_stage_scores=fs,
-                               scored=self.layout.passages)
+        passages = self.layout.originals or self.layout.passages
+        options, fs = self.scorer.first_stage_for(query, passages, fs)
+        ranked = rank_passages(passages, scores, options, top_k=top_k, truncated=self.layout.truncated,
+                               window_of=self.layout.window_of, first_stage_scores=fs, scored=self.layout.passages)
         if evidence:
             found = self._evidence(combined, [r.index for r in ranked], evidence)
             ranked = [dataclasses.replace(r, evidence=found.get(r.index, ())) for r in ranked]
@@ -276,8 +277,12 @@ class QRHeadScorer:
         self.heads = resolve_heads(heads, self.shape, self.model_name)
         #: The options as applied: every ``"auto"`` (and ``fusion_weight=None``) resolved from the head set's
         #: recommendation, e.g. the authors' scoring variant for their published sets (the fusion applies
-        #: when first-stage scores are given: :meth:`applied_options`).
-        self.effective_options = opts.resolved(self.heads.info.get("recommended_options"))
+        #: with given first-stage scores or the ``first_stage`` one computes: :meth:`first_stage_for`).
+        recommended = self.heads.info.get("recommended_options") or {}
+        self.effective_options = opts.resolved(recommended)
+        if self.effective_options.first_stage and opts.fusion == "auto" and recommended.get("fusion") is None:
+            logger.info("first_stage=%r: head set %r recommends no fusion; fusing linearly (QRHead share %.2f)",
+                        self.effective_options.first_stage, self.heads.name, self.effective_options.fusion_weight)
         self.prompt_template: PromptTemplate = resolve_template(self.effective_options.template, tokenizer)
         self.device = input_device(model)  # where input ids go (the embedding's device under a device map)
         self._plans: dict[tuple, CapturePlan] = {}
@@ -296,14 +301,20 @@ class QRHeadScorer:
                                  "on the same weights")
         object.__setattr__(self, name, value)
 
-    def applied_options(self, first_stage: bool) -> ScoringOptions:
-        """The options a ranking uses: :attr:`effective_options`, except that ``fusion="auto"`` fuses only
-        when first-stage scores are given (``first_stage``). A plain list of passages is not taken for a
-        ranking; an explicit ``fusion="linear"`` / ``"rrf"`` does fuse with the input order then."""
+    def first_stage_for(self, query: str, passages: Sequence[Passage],
+                        first_stage_scores: list[float] | None) -> tuple[ScoringOptions, list[float] | None]:
+        """The options and first-stage scores a ranking of ``passages`` fuses with: the caller's
+        ``first_stage_scores`` when given; else what the ``first_stage`` option computes (``"bm25"``: BM25
+        over these passages, title and text, for ``query``; ``"order"``: ``None``, which fusion reads as
+        the input order); else no fusion (the heads alone). The same for every entry point."""
         opts = self.effective_options
-        if not first_stage and self.options.fusion == "auto" and opts.fusion is not None:
-            return dataclasses.replace(opts, fusion=None)
-        return opts
+        if first_stage_scores is not None:
+            return opts, first_stage_scores
+        if opts.first_stage == "bm25":
+            return opts, bm25_scores(query, [f"{p.title}\n{p.text}" if p.title else p.text for p in passages])
+        if opts.first_stage == "order":
+            return opts, None
+        return dataclasses.replace(opts, fusion=None), None
 
     def with_options(self, *, heads: HeadSpec = _KEEP, **changes: Any) -> QRHeadScorer:
         """A new scorer on the same model and tokenizer with some options (or the heads) changed."""
@@ -406,8 +417,9 @@ class QRHeadScorer:
              first_stage_scores: Sequence[float] | None = None, *, evidence: int = 0) -> list[RankedPassage]:
         """Passages best first, each with ``index`` (input position), ``score`` and ``text``.
 
-        With ``fusion`` set, the QRHead score is fused with the first stage: ``first_stage_scores``
-        when given, else the input order (inputs arrive best-first). ``evidence=N``: each result carries
+        The QRHead score is fused (``fusion``) with the first stage: ``first_stage_scores`` when given,
+        else what the ``first_stage`` option computes (the embedded default: BM25 over these passages;
+        never the input order unless ``first_stage="order"``): :meth:`first_stage_for`. ``evidence=N``: each result carries
         the N sentences of its text that hold the most of the selected heads' mass (``RankedPassage.evidence``,
         character offsets into the passage text).
         """

@@ -25,7 +25,6 @@ from .._adapter import (
     copy_metadata,
     evidence_metadata,
     first_stage_scores,
-    input_order_scores,
 )
 from ..engine.batch import RankJob, rank_jobs
 from ..engine.ranking import RankedPassage
@@ -37,9 +36,10 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
     """Re-rank documents with a language model's query-focused retrieval heads (QRHead).
 
     All documents are scored in one forward pass of the scorer model (windows when they exceed its
-    context). Documents arrive in first-stage order, best first: that order places them in the prompt
-    (``candidate_order``) and, with ``fusion``, is fused with the QRHead score (together with
-    ``metadata[first_stage_score_key]`` when that key is set and every document has a number there).
+    context). The QRHead score is fused (``fusion``) with ``metadata[first_stage_score_key]`` when that
+    key is set and every document has a number there; otherwise with what ``first_stage`` computes (the
+    default: BM25 over these documents). The input order is read as a ranking only with
+    ``first_stage="order"``; it decides where documents sit in the prompt (``candidate_order``).
 
     Returns new ``Document`` objects (same ``id``, deep-copied metadata) with ``metadata["relevance_score"]``
     (a Python float: the QRHead score, or the fused score with ``fusion``); the input is not modified.
@@ -54,8 +54,9 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
                               description="Documents to return (best first); None = all, re-ordered.")
     first_stage_score_key: str | None = Field(
         default=None,
-        description="Metadata key holding the first-stage score (used by fusion='linear'/'rrf'); None = "
-                    "use the input order only.")
+        description="Metadata key holding the first-stage score, fused with the QRHead score; None (or a "
+                    "document without a number there) = the first_stage option stands in (default: BM25 over "
+                    "the documents).")
     score_key: str = Field(default="relevance_score", min_length=1,
                            description="Metadata key the ranking score is written to.")
     evidence: int = Field(default=0, ge=0, strict=True,
@@ -75,10 +76,9 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
 
     # --- ranking --------------------------------------------------------------------------------
     def _job(self, query: str, documents: Sequence[Document], top_n: int | None) -> RankJob:
+        first_stage = None  # the scorer's first_stage option (default: BM25 over the documents), never their order
         if self.first_stage_score_key is not None:
             first_stage = first_stage_scores([d.metadata.get(self.first_stage_score_key) for d in documents])
-        else:  # the retriever's order is the first stage
-            first_stage = input_order_scores(len(documents))
         return RankJob(query, [d.page_content for d in documents], self.top_n if top_n is None else top_n,
                        first_stage, self.evidence)
 

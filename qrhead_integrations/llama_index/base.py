@@ -61,9 +61,10 @@ class QRHeadRerank(ScorerConfig, BaseNodePostprocessor):
     """Re-rank retrieved nodes with a language model's query-focused retrieval heads (QRHead).
 
     All candidates are scored in one forward pass of the scorer model (windows when they exceed its
-    context). The nodes arrive in first-stage order, best first: that order places them in the prompt
-    (``candidate_order``) and, with ``fusion``, is fused with the QRHead score together with the
-    first-stage scores (``node.score``, when every node has one).
+    context). The QRHead score is fused (``fusion``) with the first-stage scores (``node.score``) when
+    every node has one; otherwise with what ``first_stage`` computes (the default: BM25 over these
+    nodes). The input order is read as a ranking only with ``first_stage="order"``; it decides where
+    nodes sit in the prompt (``candidate_order``).
 
     Returns new ``NodeWithScore`` objects holding copies of the nodes; the input is never modified.
     Every scoring option of the engine is a field here (see :class:`~qrhead_integrations.ScoringOptions`).
