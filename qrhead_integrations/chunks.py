@@ -305,7 +305,8 @@ def selection_scorer(scorer: Any, candidate_order: str | None, *, first_stage: A
     overrides: dict[str, Any] = {}
     if candidate_order is not None and candidate_order != scorer.options.candidate_order:
         overrides["candidate_order"] = candidate_order
-    if first_stage != "auto" and first_stage != scorer.options.first_stage:
+    effective = getattr(scorer, "effective_options", scorer.options)  # "auto" resolved for its head set
+    if first_stage != "auto" and first_stage != effective.first_stage:
         overrides["first_stage"] = first_stage
     return scorer.with_options(**overrides) if overrides else scorer
 

@@ -16,7 +16,7 @@ from .engine.errors import QRHeadValueError
 from .engine.lexical import BM25, bm25_scores
 from .engine.options import FIRST_STAGES
 
-__all__ = ["BM25", "FIRST_STAGES", "bm25_scores", "check_first_stage", "scorer_for_first_stage"]
+__all__ = ["BM25", "FIRST_STAGES", "bm25_scores", "check_first_stage"]
 
 
 def check_first_stage(first_stage: Any, first_stage_scores: Sequence[float] | None = None) -> str | None:
@@ -30,12 +30,3 @@ def check_first_stage(first_stage: Any, first_stage_scores: Sequence[float] | No
     if first_stage != "auto" and first_stage_scores is not None:
         raise QRHeadValueError(f"pass either first_stage={first_stage!r} or first_stage_scores, not both")
     return first_stage
-
-
-def scorer_for_first_stage(scorer: Any, first_stage: Any, first_stage_scores: Sequence[float] | None = None) -> Any:
-    """``scorer`` with its ``first_stage`` option set to ``first_stage`` (``"auto"``: unchanged). A new
-    scorer on the same weights when it changes; the caller's is never changed."""
-    first_stage = check_first_stage(first_stage, first_stage_scores)
-    if first_stage == "auto" or first_stage == scorer.options.first_stage:
-        return scorer
-    return scorer.with_options(first_stage=first_stage)

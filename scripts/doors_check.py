@@ -100,22 +100,24 @@ def doors(scorer: Any) -> dict[str, Any]:
     }
 
 
-REFERENCES = ("BM25 over the candidates", "heads + BM25 over the candidates (linear, 0.5)")
+REFERENCES = ("BM25 over the candidates", "heads alone (first_stage=None)",
+              "default, both placements (candidate_order='both', 2x cost)")
 
 
 def references(scorer: Any) -> dict[str, Any]:
-    """Not doors: what a lexical signal over the candidates alone, and its fusion with the heads, would rank
-    (the order-free first stage issue #25 proposes for callers who give no scores)."""
-    from qrhead_integrations.engine.fusion import fuse
+    """Not doors: BM25 over the candidates alone, the heads alone, and the default reading both placements
+    (an input and its reverse then get the same scores)."""
     from qrhead_integrations.first_stage import bm25_scores
 
     def ranked(scores: list[float]) -> list[tuple[int, float]]:
         return sorted(enumerate(scores), key=lambda x: (-x[1], x[0]))
 
-    def fused(query: str, cands: list[str]) -> list[tuple[int, float]]:
-        return ranked(list(fuse(scorer.score(query, cands), bm25_scores(query, cands), "linear", 0.5, 60)))
+    def ranking(sc: Any) -> Any:
+        return lambda q, c: [(r.index, r.score) for r in sc.rank(q, c)]
 
-    return {REFERENCES[0]: lambda q, c: ranked(bm25_scores(q, c)), REFERENCES[1]: fused}
+    return {REFERENCES[0]: lambda q, c: ranked(bm25_scores(q, c)),
+            REFERENCES[1]: ranking(scorer.with_options(first_stage=None)),
+            REFERENCES[2]: ranking(scorer.with_options(candidate_order="both"))}
 
 
 def main(argv: list[str] | None = None) -> int:

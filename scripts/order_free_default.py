@@ -212,6 +212,13 @@ def cmd_frontier(args: argparse.Namespace) -> None:
         if ok:
             passing.append(name)
     out["chosen"] = passing[0] if passing else "shipped without weights below 1e-3"
+    # per-query values of BM25, the shipped set and the chosen one (README's table reads them)
+    keep = {"shipped", out["chosen"]} & set(per)
+    out["per_query"] = {cell: {n: per[n][cell] for n in keep} for cell in per["shipped"]}
+    for key, es in eval_sets.items():
+        for order, masses in es.masses.items():
+            bm = {it.qid: np.asarray(it.first_stage) for it in es.data.items if it.qid in masses}
+            out["per_query"][f"{key}|{order}|BM25"] = {"BM25": _per_query(es.data, bm)}
     out["reproduces_shipped"] = sets["no limit"].heads[:len(shipped)] == shipped.heads[:len(sets["no limit"])]
     path = OUT.with_suffix(".frontier.json")
     path.write_text(json.dumps(out, indent=1) + "\n")
@@ -305,11 +312,21 @@ def _input_order(qid: str, n: int, order: str) -> list[int]:
 
 def cmd_decide(args: argparse.Namespace) -> None:
     """The chosen set's heads' scores for every (set, query, order), from the stored masses."""
+    from qrhead_integrations.engine.heads import HeadSet
     from qrhead_integrations.eval.study import _head_set_fn
 
     name, entry = _chosen(_frontier())
-    scorer, _, eval_sets = _load(args)
+    scorer, dsets, eval_sets = _load(args)
     fn = _head_set_fn(_head_set(entry, name), scorer.shape.num_heads)
+    # the chosen set as a detected head-set file (what scripts/ship_head_set.py registers)
+    data = "; ".join(f"{k}: {s.data.description}" for k, s in zip(("SciFact train", "NQ held-out"), dsets))
+    detected = HeadSet(tuple(tuple(h) for h in entry["heads"]), name="qrhead", model=scorer.model_name,
+                       shape=scorer.shape, weights=tuple(entry["weights"]),
+                       info={**entry["info"], "data": data, "fitted_fusion_weight": {
+                           "linear": entry["fusion_weight"], "detection data": "both"},
+                             "source": "detected by qrhead-integrations: python scripts/order_free_default.py "
+                                       f"frontier (depth limit {entry['info'].get('depth_limit')}, issue #25)"})
+    detected.to_json(OUT.with_suffix(".heads.json"))
     with OUT.with_suffix(".decide.jsonl").open("w") as f:
         for key, es in eval_sets.items():
             for order, masses in es.masses.items():

@@ -1,7 +1,7 @@
 """Print the Markdown tables of docs/results.md from the JSON files in docs/results/.
 
     python scripts/results_tables.py > /tmp/tables.md      # print every table
-    python scripts/results_tables.py --fill docs/results.md  # refresh the tables between the doc's markers
+    python scripts/results_tables.py --fill README.md docs/results.md  # refresh the tables between the markers
 
 Every number in the tables comes from the result files written by scripts/reproduce_results.sh.
 Differences are paired bootstrap means with 95% intervals (10,000 resamples over queries, seed 0);
@@ -120,6 +120,71 @@ def stability(name: str, measure: str = "nDCG@10") -> str:
     return "\n".join(lines)
 
 
+def _verdict(d) -> str:
+    return "**beats**" if d.low > 0 else "below" if d.high < 0 else "level"
+
+
+def _registered_heads() -> str:
+    """The shipped SmolLM2 set as the result files write head lists: ``layer-head`` comma-separated."""
+    from qrhead_integrations.engine.heads import HeadSet
+
+    path = Path(__file__).resolve().parents[1] / "qrhead_integrations" / "head_sets" / "smollm2-135m-instruct.qrhead.json"
+    return ",".join(f"{layer}-{head}" for layer, head in HeadSet.from_json(path).heads)
+
+
+def readme_summary() -> str:
+    """README's "How good is it?" table: the default against BM25 where each use was measured, from the
+    result files (a row measured with an earlier default head set says so)."""
+    rows = ["| use, data | measure | order | default | BM25 | default - BM25 [95% CI] | |",
+            "|---|---|---|---:|---:|---|---|"]
+    current = _registered_heads()
+    notes = []
+
+    def add(use: str, measure: str, order: str, a: dict, b: dict, current_set: bool) -> None:
+        d = paired_bootstrap(a, b)
+        mark = "" if current_set else " †"
+        rows.append(f"| {use}{mark} | {measure} | {order} | {np.mean(list(a.values())):.3f} | "
+                    f"{np.mean(list(b.values())):.3f} | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {_verdict(d)} |")
+        if not current_set and not notes:
+            notes.append("† measured with the default head set before issue #25 (32 heads, deepest layer 28); "
+                         "the current set is level with it on the study sets (docs/quality.md).")
+
+    of = RES / "order-free-default.json"
+    if of.is_file():
+        fr = json.loads(of.read_text())["frontier"]
+        pq = json.loads((RES / "order-free-default.frontier.json").read_text())["per_query"]
+        chosen = fr["chosen"] if fr["chosen"] in fr["sets"] else "shipped"
+        labels = {"scifact-test": "SciFact claims, 60 q, abstracts cut to 128 tokens",
+                  "nq": "NQ-open, gold among 20 passages, 40 q", "hotpotqa": "HotpotQA multi-hop, 100 q"}
+        for key, label in labels.items():
+            for order, name in (("first_stage", "first-stage"), ("shuffled", "shuffled")):
+                a = pq[f"{key}|{order}|(a) fused with the first stage"][chosen]
+                add(label, "nDCG@10", name, a, pq[f"{key}|{order}|BM25"]["BM25"], True)
+    qa = json.loads((RES / "qa-nq-budget-test400.json").read_text())
+    w = json.loads((RES / "scifact-whole-passages.json").read_text())  # records no head list: qa's run's set
+    add("SciFact claims, all 300 q, abstracts read whole", "nDCG@10", "first-stage",
+        w["per_query_ndcg10"]["default, whole passages"], w["per_query_ndcg10"]["BM25"],
+        qa["scorer_heads"] == current)
+    add("End to end: NQ, 192-token context for a 0.5B reader, 400 q", "answered", "–",
+        qa["summary"]["qrhead-bm25"]["correct"], qa["summary"]["bm25"]["correct"],
+        qa["scorer_heads"] == current)
+    cf = json.loads((RES / "chunk-fusion-confirm.json").read_text())
+    r1 = cf["summary"]["R@1"]
+    d = r1["fused - bm25"]
+    mark = "" if cf["heads"] == current else " †"
+    rows.append(f"| One document's chunks: SQuAD articles, 92 q{mark} | R@1 | reading | {r1['fused']:.3f} | "
+                f"{r1['bm25']:.3f} | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
+                f"{'**beats**' if d['low'] > 0 else 'below' if d['high'] < 0 else 'level'} |")
+    ob = json.loads((RES / "doors-obvious.json").read_text())
+    by = {r["door"]: r for r in ob["rows"]}
+    n = ob["items"]
+    dr, bm = by["scorer.rank"], by["BM25 over the candidates"]
+    rows.append(f"| Hand-written obvious questions with word-sharing traps, {n} q | answer first | given / reversed | "
+                f"{dr['gold_first_given']} / {dr['gold_first_reversed']} | {bm['gold_first_given']} / "
+                f"{bm['gold_first_reversed']} | | fails often |")
+    return "\n".join(rows + ([""] + notes if notes else []))
+
+
 def sections() -> dict[str, str]:
     """Every table, keyed by "<file> — <measure>" (re-ranking) or "<file>" (chunks, needle)."""
     out: dict[str, str] = {}
@@ -139,22 +204,31 @@ def sections() -> dict[str, str]:
         out[name] = chunk_table(name)
     for name in sorted(p.name for p in RES.glob("needle*-*.json")):
         out[name] = needle_table(name)
+    out["readme-summary"] = readme_summary()
     return out
 
 
-def fill(doc: Path, tables: dict[str, str]) -> None:
-    """Replace the text between ``<!-- table: KEY -->`` and ``<!-- /table -->`` with the current table."""
-    import re
+#: The docs whose tables this script fills (tests/test_docs_generated.py fails when one drifts).
+FILLED = ("README.md", "docs/results.md")
 
-    text = doc.read_text()
+
+def render(text: str, tables: dict[str, str], name: str = "document") -> str:
+    """``text`` with the text between each ``<!-- table: KEY -->`` and ``<!-- /table -->`` replaced by
+    the current table KEY."""
+    import re
 
     def repl(m: re.Match[str]) -> str:
         key = m.group(1).strip()
         if key not in tables:
-            raise SystemExit(f"{doc}: no table {key!r} (have: {', '.join(tables)})")
+            raise SystemExit(f"{name}: no table {key!r} (have: {', '.join(tables)})")
         return f"<!-- table: {key} -->\n{tables[key]}\n<!-- /table -->"
 
-    doc.write_text(re.sub(r"<!-- table: (.+?) -->.*?<!-- /table -->", repl, text, flags=re.S))
+    return re.sub(r"<!-- table: (.+?) -->.*?<!-- /table -->", repl, text, flags=re.S)
+
+
+def fill(doc: Path, tables: dict[str, str]) -> None:
+    """Rewrite ``doc``'s generated tables."""
+    doc.write_text(render(doc.read_text(), tables, str(doc)))
 
 
 def main(argv: list[str]) -> None:

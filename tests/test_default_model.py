@@ -56,10 +56,12 @@ def test_default_is_the_measured_configuration(scorer):
     assert scorer.heads.info.get("recommended_options_evidence", "").startswith("docs/quality.md")
 
 
-def test_the_mountain_example_in_first_stage_order(scorer):
-    """The issue's example: a first stage that puts Everest first keeps it first after re-ranking (before,
-    the QRHead score alone moved K2 above it). Through both adapters, as users call them. The 135M model's
-    heads alone still prefer whichever of the two sits nearer the query (docs/quality.md)."""
+def test_the_mountain_example_with_and_without_first_stage_scores(scorer):
+    """The issue's example, through both adapters as users call them: with first-stage scores they fuse as
+    ``scorer.rank(first_stage_scores=...)`` does; without, they rank exactly as ``scorer.rank`` does, and
+    the input order changes nothing but the heads' own position bias (#25): here it decides between Everest
+    and K2, which BM25 over the four scores alike. ``candidate_order="both"`` reads both placements, so the
+    given and the reversed order get the same scores (docs/quality.md)."""
     from langchain_core.documents import Document
     from llama_index.core.schema import NodeWithScore, TextNode
 
@@ -71,14 +73,29 @@ def test_the_mountain_example_in_first_stage_order(scorer):
                    "K2 is the second-highest mountain on Earth.",
                    "The Amazon carries more water than any other river.",
                    "Jupiter is the largest planet in the Solar System."]
-    docs = QRHeadReranker.from_scorer(scorer, top_n=2).compress_documents(
-        [Document(page_content=t) for t in first_stage], query)
-    assert docs[0].page_content.startswith("Mount Everest"), [d.page_content for d in docs]
-    # a first stage that gives no scores: its order stands in (a scored first stage fuses its scores; with
-    # scores as close as Everest's and K2's, the heads' preference decides: docs/quality.md)
+    bm25 = [12.0, 7.0, 1.0, 0.5]
+    want = [(first_stage[r.index], r.score) for r in scorer.rank(query, first_stage, top_k=2, first_stage_scores=bm25)]
+    docs = QRHeadReranker.from_scorer(scorer, top_n=2, first_stage_score_key="bm25").compress_documents(
+        [Document(page_content=t, metadata={"bm25": s}) for t, s in zip(first_stage, bm25)], query)
+    assert [(d.page_content, d.metadata["relevance_score"]) for d in docs] == want
     nodes = QRHeadRerank.from_scorer(scorer, top_n=2).postprocess_nodes(
-        [NodeWithScore(node=TextNode(text=t)) for t in first_stage], query_str=query)
-    assert nodes[0].node.text.startswith("Mount Everest"), [n.node.text for n in nodes]
+        [NodeWithScore(node=TextNode(text=t), score=s) for t, s in zip(first_stage, bm25)], query_str=query)
+    assert [(n.node.text, n.score) for n in nodes] == want
+    tops = set()
+    for texts in (first_stage, first_stage[::-1]):
+        want = [(texts[r.index], r.score) for r in scorer.rank(query, texts, top_k=2)]
+        got = QRHeadReranker.from_scorer(scorer, top_n=2).compress_documents([Document(page_content=t) for t in texts],
+                                                                            query)
+        assert [(d.page_content, d.metadata["relevance_score"]) for d in got] == want
+        got = QRHeadRerank.from_scorer(scorer, top_n=2).postprocess_nodes(
+            [NodeWithScore(node=TextNode(text=t)) for t in texts], query_str=query)
+        assert [(n.node.text, n.score) for n in got] == want
+        tops.add(tuple(want))
+    assert len(tops) == 2  # the heads' position bias
+    both = scorer.with_options(candidate_order="both")
+    given, rev = both.rank(query, first_stage), both.rank(query, first_stage[::-1])
+    assert [first_stage[r.index] for r in given] == [first_stage[::-1][r.index] for r in rev]
+    np.testing.assert_allclose([r.score for r in given], [r.score for r in rev], atol=1e-6)
 
 
 def test_detected_heads_beat_random_heads(scorer):

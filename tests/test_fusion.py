@@ -10,8 +10,9 @@ from qrhead_integrations.engine.errors import QRHeadValueError
 from qrhead_integrations.engine.fusion import fuse, ranks_of
 
 
-def test_ranks_of_ties_keep_input_order():
-    assert list(ranks_of([0.1, 0.5, 0.5, -1])) == [3, 1, 2, 4]
+def test_ranks_of_ties_share_their_mean_rank():
+    assert list(ranks_of([0.1, 0.5, 0.5, -1])) == [3, 1.5, 1.5, 4]
+    assert list(ranks_of([0.0, 2.0, 0.0, 0.0])) == [3, 1, 3, 3]
 
 
 def test_rrf_by_hand():

@@ -117,9 +117,16 @@ def test_first_stage_scores_and_order_reach_fusion(model_dir):
     out = linear.compress_documents(docs, QUERY)
     assert [d.id for d in out] == ["d1", "d4", "d2", "d5", "d0", "d3"]
     assert all(type(d.metadata["qrhead_score"]) is float for d in out)
-    rrf = QRHeadReranker(model=model_dir, heads=HEADS, top_n=None, fusion="rrf", fusion_weight=0.0)
+    # the input order is a ranking only when asked for (first_stage="order")
+    rrf = QRHeadReranker(model=model_dir, heads=HEADS, top_n=None, fusion="rrf", fusion_weight=0.0,
+                         first_stage="order")
     reversed_docs = docs[::-1]
     assert [d.id for d in rrf.compress_documents(reversed_docs, QUERY)] == [d.id for d in reversed_docs]
+    # by default an explicit fusion without scores fuses with BM25 over the documents, in any order
+    bm25 = QRHeadReranker(model=model_dir, heads=HEADS, top_n=None, fusion="rrf", fusion_weight=0.0)
+    scores = {d.id: d.metadata["relevance_score"] for d in bm25.compress_documents(docs, QUERY)}
+    assert {d.id: d.metadata["relevance_score"] for d in bm25.compress_documents(reversed_docs, QUERY)} == scores
+    assert len(set(scores.values())) > 1
 
 
 def test_empty_errors_and_forbidden_extras(reranker, model_dir):
@@ -613,7 +620,7 @@ def test_evidence_in_metadata_and_partial_first_stage_scores(model_dir, caplog):
             Document(page_content="Bees dance. They talk.", metadata={"s": float("nan")})]
     with caplog.at_level(logging.INFO, logger="qrhead_integrations"):
         out = rr.compress_documents(docs, "When was the tower finished?")
-    assert "input order stands in" in caplog.text
+    assert "first_stage option stands in" in caplog.text
     for d in out:
         assert 1 <= len(d.metadata["qrhead_evidence"]) <= 2
         for ev in d.metadata["qrhead_evidence"]:

@@ -122,9 +122,12 @@ def test_first_stage_order_and_scores_flow_into_fusion(model_dir):
     unscored = make_nodes()[::-1]
     for n in unscored:
         n.score = None
-    rrf = QRHeadRerank(model=model_dir, heads=HEADS, fusion="rrf", fusion_weight=0.0, top_n=None)
+    rrf = QRHeadRerank(model=model_dir, heads=HEADS, fusion="rrf", fusion_weight=0.0, top_n=None, first_stage="order")
     out = rrf.postprocess_nodes(unscored, query_str=QUERY)
     assert [n.node.node_id for n in out] == [n.node.node_id for n in unscored]  # stable: input order
+    bm25 = QRHeadRerank(model=model_dir, heads=HEADS, fusion="rrf", fusion_weight=0.0, top_n=None)
+    assert ({n.node.node_id: n.score for n in bm25.postprocess_nodes(unscored, query_str=QUERY)}
+            == {n.node.node_id: n.score for n in bm25.postprocess_nodes(unscored[::-1], query_str=QUERY)})
     assert all("retrieval_score" not in n.node.metadata for n in out)  # nothing to keep
 
 

@@ -37,6 +37,23 @@ def test_scores_identical_to_the_engine_before_the_redesign(base, case):
         np.testing.assert_allclose(scorer.score(case["query"], case["passages"]), case["scores"], atol=1e-6)
         return
     ranked = scorer.rank(case["query"], case["passages"], first_stage_scores=case["first_stage_scores"])
-    assert [r.index for r in ranked] == [x[0] for x in case["ranked"]]
-    np.testing.assert_allclose([r.score for r in ranked], [x[1] for x in case["ranked"]], atol=1e-6)
-    assert [(r.truncated, r.window) for r in ranked] == [(x[2], x[3]) for x in case["ranked"]]
+    want = _with_tied_ranks_shared(case)
+    assert [r.index for r in ranked] == [x[0] for x in want]
+    np.testing.assert_allclose([r.score for r in ranked], [x[1] for x in want], atol=1e-6)
+    assert [(r.truncated, r.window) for r in ranked] == [(x[2], x[3]) for x in want]
+
+
+def _with_tied_ranks_shared(case):
+    """The one intended change since that commit (#25): in reciprocal-rank fusion, tied first-stage scores
+    share their mean rank instead of being ranked by input position (so no ranking depends on the input
+    order). The fixture's fused scores, moved by exactly that change."""
+    if case["options"].get("fusion") != "rrf":
+        return case["ranked"]
+    fs = np.asarray(case["first_stage_scores"], dtype=float)
+    w, k = case["options"].get("fusion_weight", 0.5), 60
+    by_position = np.empty(len(fs))
+    by_position[sorted(range(len(fs)), key=lambda i: (-fs[i], i))] = np.arange(1, len(fs) + 1)
+    shared = np.array([by_position[fs == v].mean() for v in fs])
+    moved = [[i, s - (1 - w) / (k + by_position[i]) + (1 - w) / (k + shared[i]), t, win]
+             for i, s, t, win in case["ranked"]]
+    return sorted(moved, key=lambda x: (-x[1], x[0]))

@@ -1,7 +1,7 @@
 """Fuse QRHead scores with the first stage's (reciprocal rank or normalised linear).
 
-Inputs arrive best-first from a retriever; when no first-stage scores are given, the input position
-is the first-stage rank.
+``first_stage_scores=None`` reads the input position as the first-stage rank (``first_stage="order"``);
+every other input is order-free: equal scores share a rank.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ FUSIONS = ("rrf", "linear")
 
 
 def ranks_of(scores: Sequence[float]) -> np.ndarray:
-    """1-based ranks, best (highest) first; ties keep input order."""
+    """1-based ranks, best (highest) first; tied scores share their mean rank, so a rank never depends on
+    where a passage sits in the input."""
     s = np.asarray(scores, dtype=np.float64)
     order = sorted(range(len(s)), key=lambda i: (-s[i], i))
     ranks = np.empty(len(s), dtype=np.float64)
     ranks[order] = np.arange(1, len(s) + 1)
+    for value in np.unique(s):
+        tied = s == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
     return ranks
 
 
