@@ -716,7 +716,7 @@ def memory_probe(loaded: Any, items: Sequence[QAItem], *, smol_model: str | None
     texts = [c.text for c in it.chunks]
     out: dict[str, Any] = {"input_tokens": sum(len(loaded.tokenizer.encode(t)) for t in texts),
                            "chunks": len(texts), "rss_generator_loaded_mb": rss_mb()}
-    options = options or {"candidate_order": "as_given"}
+    options = options or {"candidate_order": "as_given", "first_stage": None}
     gen = scorer_from_parts(loaded.model, loaded.tokenizer, gen_heads, model_name=loaded.name, **options)
     for label in ("generator_weights", "separate_small_scorer"):
         if label == "generator_weights":
@@ -782,10 +782,12 @@ def add_qa_parser(esub: Any) -> None:
 
 def scorer_options(args: Any) -> dict[str, Any]:
     """The scoring options given on the command line; candidates keep the order the task hands over
-    (the gold position is the experiment) unless ``--candidate-order`` says otherwise."""
+    (the gold position is the experiment) unless ``--candidate-order`` says otherwise, and a ranking
+    fuses only with what a selector passes (``first_stage=None``: "qrhead" is the heads alone,
+    "qrhead-bm25" passes BM25's scores) unless ``--first-stage`` says otherwise."""
     from ..cli import _options
 
-    return {"candidate_order": "as_given", **_options(args)}
+    return {"candidate_order": "as_given", "first_stage": None, **_options(args)}
 
 
 def cmd_qa(args: Any) -> int:

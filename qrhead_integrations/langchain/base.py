@@ -28,6 +28,7 @@ from .._adapter import (
 )
 from ..engine.batch import RankJob, rank_jobs
 from ..engine.ranking import RankedPassage
+from ._steps import Call, Steps, run_async, run_sync
 
 RUN_NAME = "QRHeadReranker"
 
@@ -128,6 +129,22 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
             metadata["qrhead_evidence"] = evidence_metadata(r)
         return doc.model_copy(update={"metadata": metadata})
 
+    def _compress_steps(self, documents: Sequence[Document], query: str, callbacks: Callbacks | None,
+                        top_n: int | None) -> Steps[Sequence[Document]]:
+        inputs = {"query": query, "documents": list(documents)}
+        run = yield Call(
+            lambda: CallbackManager.configure(inheritable_callbacks=callbacks).on_chain_start(None, inputs, name=RUN_NAME),
+            lambda: AsyncCallbackManager.configure(inheritable_callbacks=callbacks).on_chain_start(None, inputs,
+                                                                                                   name=RUN_NAME))
+        try:
+            out = yield Call(lambda: self.rank(query, documents, top_n),
+                             lambda: asyncio.to_thread(self.rank, query, documents, top_n))
+        except BaseException as exc:
+            yield Call(lambda e=exc: run.on_chain_error(e))
+            raise
+        yield Call(lambda: run.on_chain_end({"documents": out}))
+        return out
+
     def compress_documents(
         self,
         documents: Sequence[Document],
@@ -137,15 +154,7 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
         top_n: int | None = None,
     ) -> Sequence[Document]:
         """Re-rank ``documents`` for ``query`` (the ``BaseDocumentCompressor`` interface)."""
-        manager = CallbackManager.configure(inheritable_callbacks=callbacks)
-        run = manager.on_chain_start(None, {"query": query, "documents": list(documents)}, name=RUN_NAME)
-        try:
-            out = self.rank(query, documents, top_n)
-        except BaseException as exc:
-            run.on_chain_error(exc)
-            raise
-        run.on_chain_end({"documents": out})
-        return out
+        return run_sync(self._compress_steps(documents, query, callbacks, top_n))
 
     async def acompress_documents(
         self,
@@ -156,19 +165,30 @@ class QRHeadReranker(ScorerConfig, BaseDocumentCompressor):
         top_n: int | None = None,
     ) -> Sequence[Document]:
         """Async form: callbacks run on the event loop, the forward pass in a worker thread."""
-        manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
-        run = await manager.on_chain_start(None, {"query": query, "documents": list(documents)},
-                                           name=RUN_NAME)
-        try:
-            out = await asyncio.to_thread(self.rank, query, documents, top_n)
-        except BaseException as exc:
-            await run.on_chain_error(exc)
-            raise
-        await run.on_chain_end({"documents": out})
-        return out
+        return await run_async(self._compress_steps(documents, query, callbacks, top_n))
 
 
-class QRHeadRerankRetriever(BaseRetriever):
+class BatchSteps:
+    """``batch`` / ``abatch`` of a retriever whose batch logic is one ``_batch_steps`` generator (see
+    :mod:`._steps`): results and callback runs are those of one ``invoke`` per input, with the scoring
+    shared; fewer than two inputs take LangChain's own path."""
+
+    def batch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
+        if len(inputs) < 2:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)  # type: ignore[misc]
+        return run_sync(self._batch_steps(inputs, config, return_exceptions, kwargs))  # type: ignore[attr-defined]
+
+    async def abatch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
+                     return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
+        """Async form of ``batch``: callbacks on the event loop, the forward passes in a worker thread."""
+        if len(inputs) < 2:
+            return await super().abatch(  # type: ignore[misc]
+                inputs, config, return_exceptions=return_exceptions, **kwargs)
+        return await run_async(self._batch_steps(inputs, config, return_exceptions, kwargs))  # type: ignore[attr-defined]
+
+
+class QRHeadRerankRetriever(BatchSteps, BaseRetriever):
     """A retriever that re-ranks another retriever's documents with a :class:`QRHeadReranker`.
 
     The same idea as langchain-classic's ``ContextualCompressionRetriever``, without needing it::
@@ -215,41 +235,40 @@ class QRHeadRerankRetriever(BaseRetriever):
             return depth, {**kwargs, "k": depth}
         return depth, dict(kwargs)
 
+    def _relevant_steps(self, query: str, child: Any, k: int | None, fetch_k: int | None,
+                        kwargs: dict[str, Any]) -> Steps[list[Document]]:
+        top = self._top(k)
+        depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
+        config = {"callbacks": child}
+        docs = _documents((yield Call(lambda: self.base_retriever.invoke(query, config=config, **base_kwargs),
+                                      lambda: self.base_retriever.ainvoke(query, config=config, **base_kwargs))),
+                          depth)
+        if not docs:
+            return []
+        return list((yield from self.reranker._compress_steps(docs, query, child, top)))
+
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None,
         fetch_k: int | None = None, **kwargs: Any
     ) -> list[Document]:
-        top = self._top(k)
-        depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
-        docs = _documents(self.base_retriever.invoke(query, config={"callbacks": run_manager.get_child()},
-                                                     **base_kwargs), depth)
-        if not docs:
-            return []
-        return list(self.reranker.compress_documents(docs, query, callbacks=run_manager.get_child(), top_n=top))
+        return run_sync(self._relevant_steps(query, run_manager.get_child(), k, fetch_k, kwargs))
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None,
         fetch_k: int | None = None, **kwargs: Any
     ) -> list[Document]:
-        top = self._top(k)
-        depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
-        docs = _documents(await self.base_retriever.ainvoke(query, config={"callbacks": run_manager.get_child()},
-                                                            **base_kwargs), depth)
-        if not docs:
-            return []
-        return list(await self.reranker.acompress_documents(docs, query, callbacks=run_manager.get_child(),
-                                                            top_n=top))
+        return await run_async(self._relevant_steps(query, run_manager.get_child(), k, fetch_k, kwargs))
 
     # --- several queries ----------------------------------------------------------------------------
-    def batch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
-              return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
-        """One ``invoke`` per input, with the scoring shared (see the class docstring)."""
-        if len(inputs) < 2:
-            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+    def _batch_steps(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None,
+                     return_exceptions: bool, kwargs: dict[str, Any]) -> Steps[list[list[Document]]]:
         configs = get_config_list(config, len(inputs))
         kwargs.pop("run_id", None)  # one run id cannot name several runs: a per-input config's run_id is used
         k, fetch_k = kwargs.pop("k", None), kwargs.pop("fetch_k", None)
-        runs = [start_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
+        runs = []
+        for q, c in zip(inputs, configs):
+            runs.append((yield Call(lambda q=q, c=c: start_run(self, q, c, kwargs),
+                                    lambda q=q, c=c: astart_run(self, q, c, kwargs))))
         out: list[Any] = [None] * len(inputs)
         try:
             top = self._top(k)
@@ -259,7 +278,8 @@ class QRHeadRerankRetriever(BaseRetriever):
         else:
             child = [{"callbacks": r.get_child(), "max_concurrency": c.get("max_concurrency")}
                      for r, c in zip(runs, configs)]
-            first = self.base_retriever.batch(inputs, child, return_exceptions=True, **base_kwargs)
+            first = yield Call(lambda: self.base_retriever.batch(inputs, child, return_exceptions=True, **base_kwargs),
+                               lambda: self.base_retriever.abatch(inputs, child, return_exceptions=True, **base_kwargs))
             chains: dict[int, Any] = {}
             for i, docs in enumerate(first):
                 try:
@@ -268,68 +288,23 @@ class QRHeadRerankRetriever(BaseRetriever):
                     out[i] = exc
                     continue
                 if docs:
-                    chains[i] = CallbackManager.configure(inheritable_callbacks=runs[i].get_child()).on_chain_start(
-                        None, {"query": inputs[i], "documents": list(docs)}, name=RUN_NAME)
+                    payload = {"query": inputs[i], "documents": list(docs)}
+                    handlers = runs[i].get_child()
+                    chains[i] = yield Call(
+                        lambda h=handlers, p=payload: CallbackManager.configure(inheritable_callbacks=h).on_chain_start(
+                            None, p, name=RUN_NAME),
+                        lambda h=handlers, p=payload: AsyncCallbackManager.configure(
+                            inheritable_callbacks=h).on_chain_start(None, p, name=RUN_NAME))
             if chains:
-                ranked = self.reranker.rank_many([inputs[i] for i in chains], [out[i] for i in chains], top,
-                                                 return_exceptions=True)
+                queries, candidates = [inputs[i] for i in chains], [out[i] for i in chains]
+                ranked = yield Call(
+                    lambda: self.reranker.rank_many(queries, candidates, top, return_exceptions=True),
+                    lambda: self.reranker.arank_many(queries, candidates, top, return_exceptions=True))
                 for (i, chain), result in zip(chains.items(), ranked):
-                    if isinstance(result, Exception):
-                        chain.on_chain_error(result)
-                    else:
-                        chain.on_chain_end({"documents": result})
+                    yield Call(lambda ch=chain, r=result: ch.on_chain_error(r) if isinstance(r, Exception)
+                               else ch.on_chain_end({"documents": r}))
                     out[i] = result
-        for run, result in zip(runs, out):
-            if isinstance(result, Exception):
-                run.on_retriever_error(result)
-            else:
-                run.on_retriever_end(result)
-        return _finish(out, return_exceptions)
-
-    async def abatch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
-                     return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
-        """Async form of :meth:`batch`: callbacks on the event loop, the forward passes in a worker thread."""
-        if len(inputs) < 2:
-            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        configs = get_config_list(config, len(inputs))
-        kwargs.pop("run_id", None)  # one run id cannot name several runs: a per-input config's run_id is used
-        k, fetch_k = kwargs.pop("k", None), kwargs.pop("fetch_k", None)
-        runs = [await astart_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
-        out: list[Any] = [None] * len(inputs)
-        try:
-            top = self._top(k)
-            depth, base_kwargs = self._first_stage_kwargs(fetch_k, kwargs)
-        except Exception as exc:
-            out = [exc] * len(inputs)
-        else:
-            child = [{"callbacks": r.get_child(), "max_concurrency": c.get("max_concurrency")}
-                     for r, c in zip(runs, configs)]
-            first = await self.base_retriever.abatch(inputs, child, return_exceptions=True, **base_kwargs)
-            chains: dict[int, Any] = {}
-            for i, docs in enumerate(first):
-                try:
-                    out[i] = docs = _documents(_raise(docs), depth)
-                except Exception as exc:
-                    out[i] = exc
-                    continue
-                if docs:
-                    manager = AsyncCallbackManager.configure(inheritable_callbacks=runs[i].get_child())
-                    chains[i] = await manager.on_chain_start(None, {"query": inputs[i], "documents": list(docs)},
-                                                             name=RUN_NAME)
-            if chains:
-                ranked = await self.reranker.arank_many([inputs[i] for i in chains], [out[i] for i in chains], top,
-                                                        return_exceptions=True)
-                for (i, chain), result in zip(chains.items(), ranked):
-                    if isinstance(result, Exception):
-                        await chain.on_chain_error(result)
-                    else:
-                        await chain.on_chain_end({"documents": result})
-                    out[i] = result
-        for run, result in zip(runs, out):
-            if isinstance(result, Exception):
-                await run.on_retriever_error(result)
-            else:
-                await run.on_retriever_end(result)
+        yield from end_runs(runs, out)
         return _finish(out, return_exceptions)
 
 
@@ -371,6 +346,13 @@ async def astart_run(retriever: BaseRetriever, query: str, config: RunnableConfi
     manager = AsyncCallbackManager.configure(**_run_settings(retriever, config, kwargs))
     return await manager.on_retriever_start(None, query, name=config.get("run_name") or retriever.get_name(),
                                             run_id=config.get("run_id"))
+
+
+def end_runs(runs: list[Any], out: list[Any]) -> Steps[None]:
+    """Close each input's retriever run with its result or its error."""
+    for run, result in zip(runs, out):
+        yield Call(lambda run=run, r=result: run.on_retriever_error(r) if isinstance(r, Exception)
+                   else run.on_retriever_end(r))
 
 
 def _finish(out: list[Any], return_exceptions: bool) -> list[Any]:

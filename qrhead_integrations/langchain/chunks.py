@@ -16,7 +16,8 @@ from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validat
 
 from .._adapter import ChunkCache, copy_metadata, select_many
 from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, select_chunks
-from .base import QRHeadReranker, _finish, _positive, astart_run, start_run
+from ._steps import Call, Steps
+from .base import BatchSteps, QRHeadReranker, _finish, _positive, astart_run, end_runs, start_run
 
 
 def default_text_splitter() -> RecursiveCharacterTextSplitter:
@@ -28,7 +29,7 @@ def _all_chunks_reranker() -> QRHeadReranker:
     return QRHeadReranker(top_n=None)
 
 
-class QRHeadChunkRetriever(BaseRetriever):
+class QRHeadChunkRetriever(BatchSteps, BaseRetriever):
     """Retrieve the chunks of ONE long document that a question needs.
 
     The document is split once with ``text_splitter`` (any LangChain ``TextSplitter``; default
@@ -149,38 +150,18 @@ class QRHeadChunkRetriever(BaseRetriever):
             return [exc] * len(inputs)
         return [s if isinstance(s, Exception) else self._documents(s) for s in selections]
 
-    def batch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
-              return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
-        """One ``invoke`` per question, with the chunks encoded once for all of them."""
-        if len(inputs) < 2:
-            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+    def _batch_steps(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None,
+                     return_exceptions: bool, kwargs: dict[str, Any]) -> Steps[list[list[Document]]]:
         configs = get_config_list(config, len(inputs))
         kwargs.pop("run_id", None)
         k = kwargs.pop("k", None)
-        runs = [start_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
-        out = self._select_documents(inputs, k, kwargs)
-        for run, result in zip(runs, out):
-            if isinstance(result, Exception):
-                run.on_retriever_error(result)
-            else:
-                run.on_retriever_end(result)
-        return _finish(out, return_exceptions)
-
-    async def abatch(self, inputs: list[str], config: RunnableConfig | list[RunnableConfig] | None = None, *,
-                     return_exceptions: bool = False, **kwargs: Any) -> list[list[Document]]:
-        """Async form of :meth:`batch` (the forward passes run in a worker thread)."""
-        if len(inputs) < 2:
-            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        configs = get_config_list(config, len(inputs))
-        kwargs.pop("run_id", None)
-        k = kwargs.pop("k", None)
-        runs = [await astart_run(self, q, c, kwargs) for q, c in zip(inputs, configs)]
-        out = await asyncio.to_thread(self._select_documents, inputs, k, kwargs)
-        for run, result in zip(runs, out):
-            if isinstance(result, Exception):
-                await run.on_retriever_error(result)
-            else:
-                await run.on_retriever_end(result)
+        runs = []
+        for q, c in zip(inputs, configs):
+            runs.append((yield Call(lambda q=q, c=c: start_run(self, q, c, kwargs),
+                                    lambda q=q, c=c: astart_run(self, q, c, kwargs))))
+        out = yield Call(lambda: self._select_documents(inputs, k, kwargs),
+                         lambda: asyncio.to_thread(self._select_documents, inputs, k, kwargs))
+        yield from end_runs(runs, out)
         return _finish(out, return_exceptions)
 
 
