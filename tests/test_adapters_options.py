@@ -131,3 +131,18 @@ def test_extras():
     benchmark_imports = set(re.findall(r"^\s*import (\w+)", (REPO / "benchmarks" / "speed_memory.py").read_text(),
                                        re.M))
     assert "psutil" in benchmark_imports
+
+
+def test_ray_serve_takes_every_scoring_option():
+    """`serve run qrhead_integrations.serve.ray:build_app KEY=VALUE ...` accepts every scoring option by
+    name (generated from ScoringOptions, as the CLI flags are), strings coerced by each option's type."""
+    pytest.importorskip("ray")
+    from qrhead_integrations.engine.errors import QRHeadValueError
+    from qrhead_integrations.serve.ray import scoring_options
+
+    got = scoring_options({"model": "x", "order": "as_given", "first_stage": "none", "fusion_weight": "0.3",
+                           "max_context_tokens": "2048", "calibrate": "false", "fusion": "rrf"})
+    assert got == {"candidate_order": "as_given", "first_stage": None, "fusion_weight": 0.3,
+                   "max_context_tokens": 2048, "calibrate": False, "fusion": "rrf"}
+    with pytest.raises(QRHeadValueError, match="first_stage"):
+        scoring_options({"first_stage": "tfidf"})

@@ -81,3 +81,17 @@ def test_the_docs_state_the_shipped_default_sets_size_and_depth():
     m = re.search(r"The shipped SmolLM2 set \((\d+) heads, deepest layer (\d+) of (\d+)\)", text)
     assert m, "docs/engine.md no longer states the shipped set's size and depth"
     assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (len(hs), max(l for l, _ in hs.heads), 30)
+
+
+def test_the_performance_report_was_measured_with_the_shipped_default_set():
+    """docs/performance.md names the head set each model was timed with; for the embedded default it must
+    be the shipped set, so a new default set comes with a re-run benchmark (`python -m benchmarks.speed_memory`)."""
+    import re
+    from pathlib import Path
+
+    (entry,) = [e for e in registered_head_sets("HuggingFaceTB/SmolLM2-135M-Instruct") if e.variant == "qrhead"]
+    shipped = ",".join(f"{layer}-{head}" for layer, head in entry.load().heads)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "performance.md").read_text()
+    m = re.search(r"HuggingFaceTB/SmolLM2-135M-Instruct: .*? Heads: registered \(qrhead\): `([^`]+)`", text)
+    assert m, "docs/performance.md no longer names the SmolLM2 head set it was measured with"
+    assert m.group(1) == shipped, "docs/performance.md was measured with another head set: re-run the benchmark"

@@ -134,21 +134,33 @@ def _coerce(value: Any, kind: type) -> Any:
     return kind(text)
 
 
+def scoring_options(args: dict[str, Any]) -> dict[str, Any]:
+    """The scoring options among ``args`` (strings from ``serve run``, coerced by each option's declared
+    type; ``order`` is ``candidate_order``), validated by ``ScoringOptions``."""
+    from ..engine.options import ScoringOptions, option_specs
+
+    options: dict[str, Any] = {}
+    for spec in option_specs():
+        raw = args.get(spec.name, args.get("order") if spec.name == "candidate_order" else None)
+        if raw is None or spec.name == "show_progress":
+            continue
+        none = spec.nullable and str(raw).lower() == "none"
+        options[spec.name] = None if none else raw if spec.kind is str else _coerce(raw, spec.kind)
+    ScoringOptions(**options)  # a bad value fails here, before any replica starts
+    return options
+
+
 def build_app(args: dict[str, Any]) -> Any:
     """Ray Serve application builder: ``serve run qrhead_integrations.serve.ray:build_app model=X ...``.
 
-    Keys (strings on the command line): model, heads, device, dtype, order, max_passage_tokens,
-    max_context_tokens; num_replicas, num_gpus, num_cpus; max_documents, max_request_tokens,
-    max_query_tokens, max_body_bytes, max_queue, max_group; docs. The API key comes from
-    ``$QRHEAD_API_KEY`` in the replicas' environment.
+    Keys (strings on the command line): model, heads, device, dtype; every scoring option by its name
+    (:class:`~qrhead_integrations.ScoringOptions`: ``candidate_order`` or ``order``, ``first_stage``,
+    ``fusion``, ``max_context_tokens``..., ``none`` for None); num_replicas, num_gpus, num_cpus;
+    max_documents, max_request_tokens, max_query_tokens, max_body_bytes, max_queue, max_group; docs. The
+    API key comes from ``$QRHEAD_API_KEY`` in the replicas' environment.
     """
     args = dict(args or {})
-    options: dict[str, Any] = {}
-    if args.get("order"):
-        options["candidate_order"] = str(args["order"])
-    for key in ("max_passage_tokens", "max_context_tokens"):
-        if args.get(key) is not None:
-            options[key] = _coerce(args[key], int)
+    options = scoring_options(args)
     settings = ScorerSettings(model=args.get("model"), heads=args.get("heads"), device=args.get("device"),
                               dtype=args.get("dtype"), options=options)
     limit_args: dict[str, Any] = {}
