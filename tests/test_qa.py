@@ -270,9 +270,10 @@ def test_command_line_scoring_options_reach_the_scorers_and_the_setup(tok, tmp_p
     from qrhead_integrations.cli import build_parser, main
 
     args = build_parser().parse_args(["eval", "qa", "--task", "nq", "--max-context-tokens", "256", "--out", "x"])
-    assert qa.scorer_options(args) == {"candidate_order": "as_given", "max_context_tokens": 256}
-    args = build_parser().parse_args(["eval", "qa", "--task", "nq", "--order", "both", "--out", "x"])
-    assert qa.scorer_options(args) == {"candidate_order": "both"}
+    assert qa.scorer_options(args) == {"candidate_order": "as_given", "first_stage": None, "max_context_tokens": 256}
+    args = build_parser().parse_args(["eval", "qa", "--task", "nq", "--order", "both", "--first-stage", "bm25",
+                                      "--out", "x"])
+    assert qa.scorer_options(args) == {"candidate_order": "both", "first_stage": "bm25"}
 
     folder = tmp_path / "tiny"
     tiny_model("qwen2", tok, seed=1).save_pretrained(folder)
