@@ -403,6 +403,8 @@ def write_report(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, 
         lines += _table(["model", "passages", "prompt tokens", "generated tokens", "listwise (s)", "engine (s)",
                          "listwise / engine", "model emitted a complete permutation"], rows) + [""]
 
+    if not gpu and not quick:
+        lines += _depth_frontier(out_dir)
     lines += _analysis(res, gpu)
     if not gpu:
         lines += [GPU_EXPECTATIONS, ""]
@@ -414,6 +416,37 @@ def write_report(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, 
         lines += ["(matplotlib not installed: no plot)", ""]
     md_path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return md_path, png_path
+
+
+def _depth_frontier(out_dir: Path) -> list[str]:
+    """The embedded default's head sets by depth limit: quality against CPU seconds (issue #25), from
+    docs/results/order-free-default.json (`python scripts/order_free_default.py report`)."""
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "order-free-default.json"
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text())
+    fr, tm = summary["frontier"], summary.get("time")
+    if not tm:
+        return []
+    rows = []
+    for name, e in fr["sets"].items():
+        sec = tm["seconds_per_query"].get(name)
+        rows.append([name, str(e["count"]), str(e["deepest_layer"]), _secs(sec),
+                     f"{tm['ratio_to_full_forward'][name]:.2f}x" if name in tm["ratio_to_full_forward"] else "",
+                     "yes" if e.get("passes") else "" if name == "shipped" else "no"])
+    lines = ["## The embedded default's heads by depth (issue #25)", "",
+             "SmolLM2-135M head sets detected under a depth limit L (the deepest layer the forward must reach), "
+             "CPU seconds per query of `scorer.score` on SciFact (20 passages cut to 128 tokens, 2 threads, median "
+             "of interleaved rounds) and the quality rule's verdict (no significant loss against the previous "
+             "default on 12 cells: [quality.md](quality.md)). `shipped` is the set before issue #25 (32 heads); the "
+             f"rule chose **{fr['chosen']}**, now the default. `python scripts/order_free_default.py time` and "
+             "`report`; full tables in [results/order-free-default.md](results/order-free-default.md).", ""]
+    lines += _table(["set", "heads", "deepest layer", "s / query", "x full forward", "keeps quality"], rows) + [""]
+    if (out_dir / "depth-frontier.png").is_file():
+        lines += ["![quality vs CPU seconds per depth limit](depth-frontier.png)", ""]
+    return lines
 
 
 def _analysis(res: Results, gpu: bool) -> list[str]:

@@ -49,10 +49,13 @@ def test_gold_ranks_first_for_every_query(scorer):
 
 
 def test_default_is_the_measured_configuration(scorer):
-    """docs/quality.md: 32 heads with fitted weights, fused linearly with the first stage (w=0.5), applied
-    when there is a first stage."""
-    assert len(scorer.heads) == 32 and scorer.heads.weights is not None
-    assert scorer.effective_options.fusion == "linear" and scorer.effective_options.fusion_weight == 0.5
+    """docs/quality.md: fitted head weights, fused linearly with the first stage at the weight fitted on the
+    detection data; inputs without first-stage scores get the first stage the head set records (issue #25)."""
+    rec = scorer.heads.info["recommended_options"]
+    assert scorer.heads.weights is not None and min(scorer.heads.weights) >= 1e-3
+    assert scorer.effective_options.fusion == "linear" == rec["fusion"]
+    assert scorer.effective_options.fusion_weight == rec["fusion_weight"]
+    assert "first_stage" in rec and scorer.effective_options.first_stage == rec["first_stage"]
     assert scorer.heads.info.get("recommended_options_evidence", "").startswith("docs/quality.md")
 
 
