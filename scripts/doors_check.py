@@ -86,7 +86,10 @@ def doors(scorer: Any) -> dict[str, Any]:
         return [(d.metadata["i"], d.metadata["relevance_score"]) for d in lc.compress_documents(docs, query)]
 
     def llama_index(query: str, cands: list[str]) -> list[tuple[int, float]]:
-        nodes = [NodeWithScore(node=TextNode(text=c, metadata={"i": i})) for i, c in enumerate(cands)]
+        # the position travels in metadata the scorer does not read (LlamaIndex's reranker reads embed-mode
+        # metadata as the passage's title, so the same input means the same text and no title)
+        nodes = [NodeWithScore(node=TextNode(text=c, metadata={"i": i}, excluded_embed_metadata_keys=["i"]))
+                 for i, c in enumerate(cands)]
         out = li.postprocess_nodes(nodes, query_bundle=QueryBundle(query))
         return [(n.node.metadata["i"], float(n.score)) for n in out]
 
