@@ -94,6 +94,10 @@ def test_auto_fusion_is_the_head_sets_recommendation_applied_with_a_first_stage(
     assert [r.index for r in ranked] == [r.index for r in plain.rank(query, passages)] and not ranked[0].fused
     no_first = HeadSet(((1, 0), (2, 1)), info={"recommended_options": {"fusion": "rrf", "first_stage": None}})
     assert QRHeadScorer.from_model(model, tok, heads=no_first).effective_options.first_stage is None
+    # fusion=None means the heads alone even where the set recommends a first stage (no error)
+    recommends = HeadSet(((1, 0), (2, 1)), info={"recommended_options": {"fusion": "rrf", "first_stage": "bm25"}})
+    off = QRHeadScorer.from_model(model, tok, heads=recommends, fusion=None).effective_options
+    assert off.fusion is None and off.first_stage is None
     # the LangChain adapter without scores: the same ranking as the scorer, whatever the documents' order
     docs = [Document(page_content=p) for p in passages]
     out = QRHeadReranker.from_scorer(auto, top_n=None).compress_documents(docs, query)

@@ -88,8 +88,8 @@ class ScoringOptions:
         "auto", "What a ranking fuses with when the caller gives no first_stage_scores: 'bm25' (BM25 over "
                 "the given passages themselves: order-free), 'order' (the input order read as a ranking, best "
                 "first: only for callers whose input is one), None (the heads alone) or 'auto' (the head "
-                "set's recommendation, else 'bm25' when the head set recommends a fusion and None when not). "
-                "Given first_stage_scores always take its place.")
+                "set's recommendation, else 'bm25' when the head set recommends a fusion and None when not; "
+                "None with fusion=None). Given first_stage_scores always take its place.")
     rrf_k: int = _option(60, "The k of reciprocal-rank fusion.", minimum=1)
     score_threshold: float | None = _option(
         None, "Drop results whose final score is below this value. None = keep all.")
@@ -133,8 +133,8 @@ class ScoringOptions:
         fusion = rec.get("fusion") if self.fusion == "auto" else self.fusion
         weight = self.fusion_weight if self.fusion_weight is not None else rec.get("fusion_weight", 0.5)
         first_stage = self.first_stage
-        if first_stage == "auto":
-            first_stage = rec.get("first_stage", "bm25" if fusion is not None else None)
+        if first_stage == "auto":  # an explicit fusion=None means the heads alone, whatever the set recommends
+            first_stage = rec.get("first_stage", "bm25") if fusion is not None else None
         if first_stage is not None and fusion is None:
             if self.fusion is None:
                 raise QRHeadValueError(f"first_stage={first_stage!r} fuses its scores with the heads' scores, but "
