@@ -19,14 +19,9 @@ def ranks_of(scores: Sequence[float]) -> np.ndarray:
     """1-based ranks, best (highest) first; tied scores share their mean rank, so a rank never depends on
     where a passage sits in the input."""
     s = np.asarray(scores, dtype=np.float64)
-    order = sorted(range(len(s)), key=lambda i: (-s[i], i))
-    ranks = np.empty(len(s), dtype=np.float64)
-    ranks[order] = np.arange(1, len(s) + 1)
-    for value in np.unique(s):
-        tied = s == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
+    _, group, size = np.unique(-s, return_inverse=True, return_counts=True)  # groups of equal scores, best first
+    better = np.cumsum(size) - size  # how many score strictly higher than each group
+    return (better + (size + 1) / 2.0)[group.reshape(-1)]
 
 
 def first_stage_ranks(n: int, first_stage_scores: Sequence[float] | None) -> np.ndarray:
