@@ -5,6 +5,7 @@ that decides it.
     python scripts/order_free_default.py frontier   # item 2: depth-limited sets from the stored masses
     python scripts/order_free_default.py time       # item 2: CPU seconds per query of each set (quiet machine)
     python scripts/order_free_default.py decide     # item 1: the chosen set's scores from the stored masses
+    python scripts/order_free_default.py place      # placement: the chosen set, product path, 'ranked'
     python scripts/order_free_default.py report     # docs/results/order-free-default.{json,md} + the plot
 
 `frontier` and `decide` read the per-head masses stored by `bash scripts/quality_study.sh collect-smollm2`
@@ -38,6 +39,24 @@ reported, not chosen). Small candidate sets get no special case (their behaviour
 hand-written set of tests/data/obvious_questions.json, which tunes nothing). Reported beside: BM25 alone,
 fusion with the first stage's own scores, fusion with the input order (what the framework adapters did
 before), and the rank correlation (Kendall tau) of H's and B's scores between the two orders.
+
+Placement (written after the runs above and committed before its own run, `place`). With the default
+placement ('reversed': the first input passage next to the query) the heads' position bias makes the top
+passage depend on the input order (same top in both orders for 70-90% of queries with B). Candidate:
+'ranked', passages placed by their first-stage scores (the caller's when given, else BM25 over the
+candidates, the scores B fuses with; equal scores ordered by content), best next to the query: the
+prompt then depends on the passages, the query and the scores only, never on the input order. Measured in
+the product path (`scorer.score` on the shipped default, passages cut to 128 tokens, the passages handed
+over in the 'ranked' order with 'reversed' placement, which is what 'ranked' computes) on SciFact test 60,
+NQ 40 and HotpotQA 100 in two configurations: (a) the caller gives the first stage's scores (placed and
+fused by them), (b) no scores (placed and fused by BM25 over the candidates). Baseline: the default of
+today, from the stored masses (`decide`), in first-stage and in shuffled input order; 'ranked' has one
+value per query for both input orders. 12 cells (3 sets x 2 input orders x 2 configurations), nDCG@10,
+paired bootstrap 95% intervals (10,000 samples) of 'ranked' minus the baseline. 'ranked' is adopted
+(recorded with the shipped head set as its candidate_order) if the item 2 rule holds: in all 12 cells the
+interval's upper end is >= 0, and the mean difference over the 12 cells is at least -0.01. Else the
+placement stays 'reversed' and the docs say that the top passage depends on the input order, and how
+often. Nothing is fitted in this step.
 """
 
 from __future__ import annotations

@@ -56,6 +56,12 @@ class BM25:
         return small.scores(query)
 
 
+def passage_bm25(query: str, passages: Sequence[Any]) -> list[float]:
+    """BM25 over ``passages`` (engine ``Passage`` objects: title and text) for ``query``, in input order: the
+    lexical first stage a ranking computes over its own candidates."""
+    return bm25_scores(query, [f"{p.title}\n{p.text}" if p.title else p.text for p in passages])
+
+
 def bm25_scores(query: str, texts: Sequence[str]) -> list[float]:
     """BM25 scores of ``texts`` for ``query`` (an index over just these texts), in input order."""
     return BM25.over(texts).scores(query) if texts else []

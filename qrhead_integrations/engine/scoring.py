@@ -31,7 +31,7 @@ from .evidence import Evidence, evidence_sentences
 from .heads import HeadSet, HeadSpec, ModelShape, config_fingerprint, normalize_model_name, resolve_heads
 from .kv import PrefixCache
 from .layout import Layout, WindowPrompt, plan_layout
-from .lexical import bm25_scores
+from .lexical import passage_bm25
 from .loading import input_device, load_model
 from .options import OPTION_NAMES, ScoringOptions
 from .prompt import Passage, PromptTemplate, check_passages, resolve_template, safe_tokenizer
@@ -311,7 +311,7 @@ class QRHeadScorer:
         if first_stage_scores is not None:
             return opts, first_stage_scores
         if opts.first_stage == "bm25":
-            return opts, bm25_scores(query, [f"{p.title}\n{p.text}" if p.title else p.text for p in passages])
+            return opts, passage_bm25(query, passages)
         if opts.first_stage == "order":
             return opts, None
         return dataclasses.replace(opts, fusion=None), None
