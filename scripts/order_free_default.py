@@ -374,6 +374,48 @@ def _eval_data(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# --- placement: the deciding run ---------------------------------------------------------------------------
+
+PLACE_CONFIGS = ("a", "b")  # (a) placed by the first stage's scores, (b) by BM25 over the candidates
+
+
+def cmd_place(args: argparse.Namespace) -> None:
+    """The shipped default's heads' scores with 'ranked' placement, product path; one JSON line per
+    (set, query, configuration), appended as they finish (a rerun resumes)."""
+    from qrhead_integrations.engine.lexical import passage_bm25
+    from qrhead_integrations.engine.placement import ranked_order
+    from qrhead_integrations.engine.prompt import as_passage
+
+    path = OUT.with_suffix(".place.jsonl")
+    done = set()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["set"], r["qid"], r["config"]))
+    scorer = _scorer(candidate_order="reversed")
+    log(f"scorer: {scorer!r}")
+    datas = _eval_data(args)
+    with path.open("a") as f:
+        for config in PLACE_CONFIGS:
+            for key, data in datas.items():
+                for it in data.items:
+                    if (key, it.qid, config) in done:
+                        continue
+                    t0 = time.perf_counter()
+                    passages = [as_passage(p, i) for i, p in enumerate(it.passages)]
+                    placed_by = it.first_stage if config == "a" else passage_bm25(it.query, passages)
+                    order = ranked_order(placed_by, passages)
+                    got = scorer.score(it.query, [passages[i] for i in order])
+                    heads = [0.0] * len(order)
+                    for j, i in enumerate(order):
+                        heads[i] = got[j]
+                    f.write(json.dumps({"set": key, "qid": it.qid, "config": config, "order": order,
+                                        "heads": heads, "seconds": time.perf_counter() - t0}) + "\n")
+                    f.flush()
+                log(f"{config} {key}: done")
+    log(f"wrote {path.relative_to(REPO)}")
+
+
 # --- report ---------------------------------------------------------------------------------------------
 
 
@@ -555,12 +597,13 @@ def _plot(fr: dict[str, Any], tm: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("frontier", "time", "decide", "report"))
+    p.add_argument("step", choices=("frontier", "time", "decide", "place", "report"))
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--queries", type=int, default=10, help="time: SciFact test queries per round")
     p.add_argument("--rounds", type=int, default=3, help="time: rounds (the median is reported)")
     args = p.parse_args(argv)
-    {"frontier": cmd_frontier, "time": cmd_time, "decide": cmd_decide, "report": cmd_report}[args.step](args)
+    {"frontier": cmd_frontier, "time": cmd_time, "decide": cmd_decide, "place": cmd_place,
+     "report": cmd_report}[args.step](args)
 
 
 if __name__ == "__main__":
