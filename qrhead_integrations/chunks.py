@@ -266,8 +266,8 @@ def check_selection_options(top_k: Any, token_budget: Any, candidate_order: Any,
         isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
     ):
         raise ValueError(f"token_budget must be a positive integer or None, not {token_budget!r}")
-    if candidate_order not in (None, "reversed", "as_given", "both"):
-        raise ValueError("candidate_order must be 'reversed', 'as_given', 'both' or None, "
+    if candidate_order not in (None, "reversed", "as_given", "both", "ranked"):
+        raise ValueError("candidate_order must be 'reversed', 'as_given', 'both', 'ranked' or None, "
                          f"not {candidate_order!r}")
     if trim_to_evidence is not None and (
         isinstance(trim_to_evidence, bool) or not isinstance(trim_to_evidence, int) or trim_to_evidence < 1
@@ -344,7 +344,7 @@ def select_chunks(
       ``first_stage_scores``). ``"order"``: the document position read as a ranking. ``None``: the heads
       alone. Lexical matching finds what the heads of a small model miss (docs/quality.md).
     - ``candidate_order``: how the chunks are laid out in the scorer's prompt. ``"as_given"`` (default)
-      keeps the document's reading order; ``"reversed"`` / ``"both"`` as for re-ranking; ``None`` uses
+      keeps the document's reading order; ``"reversed"`` / ``"both"`` / ``"ranked"`` as for re-ranking; ``None`` uses
       the scorer's own setting. The caller's scorer is not changed.
     - ``trim_to_evidence``: keep only this many sentences of each chosen chunk, those with the most of
       the heads' mass (``rank(..., evidence=N)``), each widened by ``evidence_context`` neighbouring

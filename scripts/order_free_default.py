@@ -493,6 +493,47 @@ def decide_report(args: argparse.Namespace, fr: dict[str, Any]) -> dict[str, Any
             "macro": macro, "choice": {"first_stage": choice}, "kendall_tau_between_orders": tau}
 
 
+def place_report(args: argparse.Namespace, fr: dict[str, Any]) -> dict[str, Any]:
+    """The placement rule's cells: 'ranked' (product path) minus today's default (stored masses)."""
+    from qrhead_integrations.engine.fusion import fuse
+
+    name, entry = _chosen(fr)
+    w = entry["fusion_weight"]
+    rows = _decide_rows()
+    placed: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for line in OUT.with_suffix(".place.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        placed.setdefault((r["set"], r["config"]), {})[r["qid"]] = r["heads"]
+    cells: dict[str, Any] = {}
+    check: list[float] = []
+    for key, data in _eval_data(args).items():
+        local = {it.qid: _local_bm25(it) for it in data.items}
+        for config, label in (("a", "(a) first-stage scores given"), ("b", "(b) no scores: BM25 over the candidates")):
+            got = placed.get((key, config), {})
+            if len(got) != len(data.items):
+                raise SystemExit(f"{key} ({config}): {len(got)} of {len(data.items)} queries placed; run place")
+            fs = {it.qid: (it.first_stage if config == "a" else local[it.qid]) for it in data.items}
+            ranked = _per_query(data, {q: np.asarray(fuse(got[q], fs[q], "linear", w)) for q in got})
+            if config == "a":  # with distinct scores, 'ranked' is the first-stage order placed as today
+                for it in data.items:
+                    if len(set(it.first_stage)) == len(it.first_stage):
+                        check.append(float(np.max(np.abs(np.asarray(got[it.qid]) -
+                                                          np.asarray(rows[(key, "first_stage")][it.qid]["heads"])))))
+            for order in ("first_stage", "shuffled"):
+                base = _per_query(data, {it.qid: np.asarray(fuse(rows[(key, order)][it.qid]["heads"], fs[it.qid],
+                                                                 "linear", w)) for it in data.items})
+                cells[f"{key}|{order}|{label}"] = {
+                    "queries": len(data.items), "today": float(np.mean(list(base.values()))),
+                    "ranked": float(np.mean(list(ranked.values()))), "ranked - today": _diff(ranked, base)}
+    diffs = [c["ranked - today"] for c in cells.values()]
+    mean = float(np.mean([d["mean"] for d in diffs]))
+    adopted = all(d["high"] >= 0 for d in diffs) and mean >= -0.01
+    return {"head_set": name, "fusion_weight": w, "cells": cells, "mean_difference": mean,
+            "every_upper_end_at_least_0": all(d["high"] >= 0 for d in diffs),
+            "choice": {"candidate_order": "ranked" if adopted else "reversed"},
+            "product_path_vs_stored_masses": {"queries": len(check), "max_abs_diff": max(check) if check else None}}
+
+
 def _fmt(d: dict[str, float]) -> str:
     star = " *" if d["low"] > 0 or d["high"] < 0 else ""
     return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{star}"
@@ -557,6 +598,23 @@ def cmd_report(args: argparse.Namespace) -> None:
         for key, t in dec["kendall_tau_between_orders"].items():
             lines.append(f"| {key} | {t['heads alone']:.3f} | {t['B']:.3f} | {t['same top, heads alone']:.2f} | "
                          f"{t['same top, B']:.2f} |")
+    if OUT.with_suffix(".place.jsonl").exists():
+        pl = summary["place"] = place_report(args, fr)
+        lines += ["", "## Placement: the same prompt in any input order", "",
+                  "'ranked' places passages by the scores the ranking fuses with, best next to the query (product "
+                  "path: `place`); today's default places the first input next to the query (stored masses). "
+                  "'ranked' has one value per query for both input orders.", "",
+                  "| set / input order / configuration | today | ranked | ranked - today |", "|---|---|---|---|"]
+        for cell, c in pl["cells"].items():
+            lines.append(f"| {cell.replace('|', ' / ')} ({c['queries']} q) | {c['today']:.3f} | {c['ranked']:.3f} | "
+                         f"{_fmt(c['ranked - today'])} |")
+        chk = pl["product_path_vs_stored_masses"]
+        lines += ["", f"Mean difference over the 12 cells: {pl['mean_difference']:+.4f}; every interval's upper end "
+                  f">= 0: {pl['every_upper_end_at_least_0']}. Rule (item 2's): adopt if both hold and the mean is at "
+                  f"least -0.01. Result: **candidate_order={pl['choice']['candidate_order']!r}**.", "",
+                  f"Check: with distinct first-stage scores, (a) is today's first-stage-order placement; the product "
+                  f"path's heads' scores differ from the stored masses' by at most {chk['max_abs_diff']:.1e} "
+                  f"({chk['queries']} queries)."]
     OUT.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if tm:

@@ -239,10 +239,10 @@ def test_truncated_chunks_are_flagged_and_keep_their_full_text(scorer, tok):
 def test_chunks_are_laid_out_in_reading_order_by_default(scorer):
     chunks = locate_chunks(DOC, [DOC[:60], DOC[60:140], DOC[140:]])
     texts = [c.text for c in chunks]
-    assert scorer.candidate_order == "reversed"
+    assert scorer.effective_options.candidate_order == "reversed"
     as_given = QRHeadScorer.from_model(scorer.model, scorer.tokenizer, heads=HEADS, candidate_order="as_given")
     sel = select_chunks(scorer, "lighthouse", chunks, top_k=3)
-    assert scorer.candidate_order == "reversed"  # the caller's scorer is not changed
+    assert scorer.candidate_order == "auto"  # the caller's scorer is not changed
     expected = dict(enumerate(as_given.score("lighthouse", texts)))
     assert {c.index: c.score for c in sel} == expected
     own = select_chunks(scorer, "lighthouse", chunks, top_k=3, candidate_order=None)

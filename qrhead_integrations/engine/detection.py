@@ -120,7 +120,7 @@ def detect_heads(
         "criterion": criterion,
         "examples": len(examples),
         "data": data_description,
-        "candidate_order": scorer.options.candidate_order,
+        "candidate_order": scorer.effective_options.candidate_order,
         "shuffle": shuffle,
         "seed": seed,
         "variant": scorer.effective_options.variant,

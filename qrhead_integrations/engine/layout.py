@@ -49,7 +49,7 @@ LAYOUT_SLACK = 8
 class WindowPrompt:
     """One window of passages in one placement, with its prompt for the null query."""
 
-    placement: str  # "reversed" or "as_given"
+    placement: str  # "reversed" or "as_given" (a "ranked" layout is a "reversed" one of the ranked order)
     window: int
     indices: tuple[int, ...]  # input positions, in prompt order
     passages: tuple[Passage, ...]  # prompt order
@@ -139,11 +139,36 @@ def _cut(passage: Passage, text_ends: np.ndarray, keep: int) -> Passage:
     return Passage(passage.text[:end], passage.title)
 
 
-def plan_layout(tokenizer: Any, passages: Sequence[Passage], **kwargs: Any) -> Layout:
+def plan_layout(tokenizer: Any, passages: Sequence[Passage], *, order: Sequence[int] | None = None,
+                **kwargs: Any) -> Layout:
     """Truncate, split into windows and tokenize ``passages`` (input order) for a token ``budget``
-    (keywords: see :func:`_plan_layout`); the layout keeps the uncut passages as ``originals``."""
-    layout = _plan_layout(tokenizer, passages, **kwargs)
-    return dataclasses.replace(layout, originals=tuple(passages))
+    (keywords: see :func:`_plan_layout`); the layout keeps the uncut passages as ``originals``.
+
+    ``order``: input positions best first (placement ``"ranked"``): the passages are laid out as if they
+    had arrived in that order (windows and placement follow it), and the layout maps back to input
+    positions, so the prompts do not depend on the input order."""
+    if order is None:
+        layout = _plan_layout(tokenizer, passages, **kwargs)
+        return dataclasses.replace(layout, originals=tuple(passages))
+    order = list(order)
+    if sorted(order) != list(range(len(passages))):
+        raise ValueError(f"order must be a permutation of the {len(passages)} input positions")
+    layout = _plan_layout(tokenizer, [passages[i] for i in order], positions=order, **kwargs)
+    return _to_input_positions(layout, order, passages)
+
+
+def _to_input_positions(layout: Layout, order: list[int], passages: Sequence[Passage]) -> Layout:
+    """``layout`` of the passages in ``order`` with every position mapped back to the input's."""
+    n = len(order)
+    items: list[Passage] = list(layout.passages)
+    truncated = list(layout.truncated)
+    for j, i in enumerate(order):
+        items[i], truncated[i] = layout.passages[j], layout.truncated[j]
+    prompts = tuple(dataclasses.replace(wp, indices=tuple(order[j] for j in wp.indices)) for wp in layout.prompts)
+    windows = tuple(tuple(order[j] for j in w) for w in layout.windows)
+    assert len(items) == n
+    return dataclasses.replace(layout, passages=tuple(items), truncated=tuple(truncated), windows=windows,
+                               prompts=prompts, originals=tuple(passages))
 
 
 def _plan_layout(
@@ -158,12 +183,14 @@ def _plan_layout(
     max_passage_tokens: int | None = None,
     query_is_known: bool = False,
     budget_source: str = "max_context_tokens",
+    positions: Sequence[int] | None = None,
 ) -> Layout:
     """Truncate, split into windows and tokenize ``passages`` (input order) for a token ``budget``.
 
     ``query_room``: tokens reserved for the query (the longest query to be scored on this layout);
     ``query_is_known``: it is the length of the actual query (not a reservation), so an error about it
     says the query is too long. ``budget_source`` names where ``budget`` comes from, for that error.
+    ``positions``: each passage's input position (for messages), when ``passages`` are in another order.
     """
     placements = ("reversed", "as_given") if candidate_order == "both" else (candidate_order,)
     items = list(passages)
@@ -206,7 +233,8 @@ def _plan_layout(
                 if i not in warned:
                     warned.add(i)
                     logger.warning("passage %d does not fit the context budget of %d tokens on its own; it was "
-                                   "truncated to %d tokens (flagged on its result)", i, budget, keep)
+                                   "truncated to %d tokens (flagged on its result)",
+                                   i if positions is None else positions[i], budget, keep)
         windows = plan_windows(sizes, room)
         layout = _layout(tokenizer, fitted, cut, windows, placements, template, null_query, budget, query_room, {},
                          whole=False)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 
 from .errors import QRHeadTypeError, QRHeadValueError
 
-CandidateOrder = Literal["reversed", "as_given", "both"]
+CandidateOrder = Literal["auto", "reversed", "as_given", "both", "ranked"]
 QueryRows = Literal["auto", "query", "suffix"]
 TokenFilter = Literal["auto", "2sigma"]
 HeadReduction = Literal["mean", "sum"]
@@ -42,10 +42,12 @@ class ScoringOptions:
     """How passages are placed, scored, calibrated, fused and cut off (model and heads excluded)."""
 
     candidate_order: CandidateOrder = _option(
-        "reversed",
-        "Where the input order (best first, from the first stage) puts passages in the prompt: 'reversed' "
-        "(first input next to the query, the reference setup), 'as_given' (first input first), or 'both' "
-        "(mean of the two placements; twice the cost).")
+        "auto",
+        "Where passages sit in the prompt: 'ranked' (by their first-stage scores, the given ones or what "
+        "first_stage computes, best next to the query, equal scores by content: the same prompt for any input "
+        "order), 'reversed' (the first input next to the query, the reference setup), 'as_given' (the first "
+        "input first), 'both' (mean of 'reversed' and 'as_given'; twice the cost) or 'auto' (the head set's "
+        "recommendation, else 'reversed').")
     calibrate: bool = _option(
         True, "Subtract the attention mass of the null query (the QRHead calibration).")
     null_query: str = _option("N/A", "The content-free query used for calibration.")
@@ -126,7 +128,7 @@ class ScoringOptions:
     def resolved(self, recommended: Mapping[str, Any] | None = None) -> ScoringOptions:
         """These options with every ``"auto"`` (and ``fusion_weight=None``) replaced by a head set's
         recommendation (``HeadSet.info["recommended_options"]``), else by no fusion, 0.5, no computed first
-        stage and :data:`VARIANT_FALLBACK`. A computed first stage (``"bm25"``, ``"order"``) needs a
+        stage, the ``'reversed'`` placement and :data:`VARIANT_FALLBACK`. A computed first stage (``"bm25"``, ``"order"``) needs a
         fusion: with ``fusion="auto"`` and none recommended it is linear; an explicit ``fusion=None``
         is an error."""
         rec = dict(recommended or {})
@@ -142,6 +144,8 @@ class ScoringOptions:
             fusion = "linear"
         variant = {name: rec.get(name, fallback) for name, fallback in VARIANT_FALLBACK.items()
                    if getattr(self, name) == "auto"}
+        if self.candidate_order == "auto":
+            variant["candidate_order"] = rec.get("candidate_order", "reversed")
         return dataclasses.replace(self, fusion=fusion, fusion_weight=float(weight), first_stage=first_stage,
                                    **variant)
 

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from .layout import Layout, WindowPrompt, plan_layout
 from .lexical import passage_bm25
 from .loading import input_device, load_model
 from .options import OPTION_NAMES, ScoringOptions
+from .placement import ranked_order
 from .prompt import Passage, PromptTemplate, check_passages, resolve_template, safe_tokenizer
 from .ranking import RankedPassage, check_evidence, check_first_stage_scores, check_query, check_top_k, rank_passages
 
@@ -52,7 +53,8 @@ class EncodedPassages:
     on one object run one at a time and give the same results as sequential calls.
     """
 
-    def __init__(self, scorer: QRHeadScorer, layout: Layout, heads: HeadSet, *, keep_cache: bool = True) -> None:
+    def __init__(self, scorer: QRHeadScorer, layout: Layout, heads: HeadSet, *, keep_cache: bool = True,
+                 order: tuple[int, ...] | None = None, replan: Callable[[list[int]], Layout] | None = None) -> None:
         self.scorer = scorer
         self.layout = layout
         self.heads = heads
@@ -61,6 +63,10 @@ class EncodedPassages:
         self._caches: dict[int, PrefixCache] = {}
         self._null: dict[tuple[int, str], np.ndarray] = {}
         self._lock = threading.RLock()
+        # placement "ranked": the order this layout was planned for, how to plan another, the last other one
+        self._order = order
+        self._replan = replan
+        self._other: tuple[tuple[int, ...], EncodedPassages] | None = None
 
     # --- views ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -94,6 +100,22 @@ class EncodedPassages:
         differ from a single call's."""
         return self.layout.whole
 
+    def _for(self, query: str, first_stage_scores: list[float] | None = None) -> EncodedPassages:
+        """The encoding that scores ``query``: this one, or (placement ``"ranked"``, where the prompt order
+        follows the query's first-stage scores) the one planned for the query's order; the last such one
+        is kept (with its cache when ``keep_cache``), so repeated queries with one order share it."""
+        if self._replan is None:
+            return self
+        order = tuple(self.scorer.placement_for(query, self.layout.originals, first_stage_scores) or ())
+        if order == self._order:
+            return self
+        with self._lock:
+            if self._other is None or self._other[0] != order:
+                sub = EncodedPassages(self.scorer, self._replan(list(order)), self.heads, keep_cache=self.keep_cache,
+                                      order=order, replan=self._replan)
+                self._other = (order, sub)
+            return self._other[1]
+
     # --- per-token masses -------------------------------------------------------------------------
     def _cache(self, k: int, wp: WindowPrompt) -> PrefixCache:
         cache = self._caches.get(k)
@@ -126,6 +148,10 @@ class EncodedPassages:
         (default: the scorer's ``query_rows``)."""
         query = check_query(query)
         self._check_room(query)
+        return self._for(query)._token_masses(query, groups)
+
+    def _token_masses(self, query: str, groups: Sequence[str] | None
+                      ) -> list[tuple[WindowPrompt, dict[str, tuple[np.ndarray, np.ndarray | None]]]]:
         s = self.scorer
         groups = tuple(groups or (s.effective_options.query_rows,))
         out = []
@@ -154,17 +180,20 @@ class EncodedPassages:
     # --- scores -----------------------------------------------------------------------------------
     def score(self, query: str) -> list[float]:
         """Calibrated QRHead score of each passage, in input order."""
-        return self._score(query)[0]
+        query = check_query(query)
+        self._check_room(query)
+        return self._for(query)._score(query)[0]
 
     def _score(self, query: str) -> tuple[list[float], list[tuple[WindowPrompt, np.ndarray]]]:
-        """Scores, and per window the calibrated, head-combined per-token mass (for evidence)."""
+        """Scores on this encoding's layout, and per window the calibrated, head-combined per-token mass
+        (for evidence)."""
         s = self.scorer
         opts = s.effective_options
         weights = head_weights(self.heads, opts.head_reduction)
         n = len(self.layout)
         total = np.zeros(n)
         combined = []
-        for wp, masses in self.token_masses(query):
+        for wp, masses in self._token_masses(query, None):
             real, null = masses[opts.query_rows]
             values = passage_scores(real, null, wp.null_prompt.passage_spans, weights, opts.token_filter)
             total[list(wp.indices)] += values
@@ -190,13 +219,18 @@ class EncodedPassages:
 
     def head_masses(self, query: str) -> HeadMasses:
         """Per-head masses of every passage (input order), for detection and analysis."""
+        query = check_query(query)
+        self._check_room(query)
+        return self._for(query)._head_masses(query)
+
+    def _head_masses(self, query: str) -> HeadMasses:
         s = self.scorer
         opts = s.effective_options
         h, n = len(self.heads), len(self.layout)
         real = np.zeros((h, n))
         null = np.zeros((h, n)) if opts.calibrate else None
         filtered = np.zeros((h, n)) if opts.token_filter is not None else None
-        for wp, masses in self.token_masses(query):
+        for wp, masses in self._token_masses(query, None):
             r, nl = masses[opts.query_rows]
             spans = wp.null_prompt.passage_spans
             idx = list(wp.indices)
@@ -229,13 +263,17 @@ class EncodedPassages:
         return self._rank(query, top_k, fs, evidence)
 
     def _rank(self, query: str, top_k: int | None, fs: list[float] | None, evidence: int) -> list[RankedPassage]:
-        scores, combined = self._score(query)
-        passages = self.layout.originals or self.layout.passages
+        query = check_query(query)
+        self._check_room(query)
+        enc = self._for(query, fs)
+        scores, combined = enc._score(query)
+        layout = enc.layout
+        passages = layout.originals or layout.passages
         options, fs = self.scorer.first_stage_for(query, passages, fs)
-        ranked = rank_passages(passages, scores, options, top_k=top_k, truncated=self.layout.truncated,
-                               window_of=self.layout.window_of, first_stage_scores=fs, scored=self.layout.passages)
+        ranked = rank_passages(passages, scores, options, top_k=top_k, truncated=layout.truncated,
+                               window_of=layout.window_of, first_stage_scores=fs, scored=layout.passages)
         if evidence:
-            found = self._evidence(combined, [r.index for r in ranked], evidence)
+            found = enc._evidence(combined, [r.index for r in ranked], evidence)
             ranked = [dataclasses.replace(r, evidence=found.get(r.index, ())) for r in ranked]
         return ranked
 
@@ -315,6 +353,20 @@ class QRHeadScorer:
         if opts.first_stage == "order":
             return opts, None
         return dataclasses.replace(opts, fusion=None), None
+
+    def placement_for(self, query: str, passages: Sequence[Passage],
+                      first_stage_scores: list[float] | None = None) -> list[int] | None:
+        """Placement ``"ranked"``: the input positions best first by the scores a ranking fuses with (the
+        caller's ``first_stage_scores``, else BM25 over ``passages``; with ``first_stage="order"`` the input
+        order), equal scores by content. None for the other placements (they follow the input order)."""
+        opts = self.effective_options
+        if opts.candidate_order != "ranked":
+            return None
+        if first_stage_scores is not None:
+            return ranked_order(first_stage_scores, passages)
+        if opts.first_stage == "order":
+            return list(range(len(passages)))
+        return ranked_order(passage_bm25(query, passages), passages)
 
     def with_options(self, *, heads: HeadSpec = _KEEP, **changes: Any) -> QRHeadScorer:
         """A new scorer on the same model and tokenizer with some options (or the heads) changed."""
@@ -430,7 +482,7 @@ class QRHeadScorer:
         evidence = check_evidence(evidence)
         if not items:
             return []
-        return self._encode(items, [query], keep_cache=False)._rank(query, top_k, fs, evidence)
+        return self._encode(items, [query], keep_cache=False, first_stage_scores=fs)._rank(query, top_k, fs, evidence)
 
     def head_masses(self, query: str, passages: Sequence[Any], heads: HeadSpec = None) -> HeadMasses:
         """Per-head masses for ``heads`` (default: the scorer's heads; ``"all"`` for every head)."""
@@ -498,16 +550,31 @@ class QRHeadScorer:
         return out
 
     def _encode(self, items: list[Passage], queries: list[str], *, heads: HeadSet | None = None,
-                keep_cache: bool) -> EncodedPassages:
+                keep_cache: bool, first_stage_scores: list[float] | None = None) -> EncodedPassages:
+        """Plan ``items``' layout for ``queries``. Placement ``"ranked"``: planned in the order of the one
+        query (with ``first_stage_scores``), else in content order; each query then gets the layout of its
+        own order (:meth:`EncodedPassages._for`)."""
         room = max((self.count_tokens(q) for q in queries), default=self.options.max_query_tokens)
         budget = self.context_limit()
         limited = self.options.max_context_tokens is not None and budget == self.options.max_context_tokens
-        layout = plan_layout(
-            self.tokenizer, items, template=self.prompt_template, null_query=self.options.null_query,
-            candidate_order=self.options.candidate_order, budget=budget, query_room=room,
-            max_passage_tokens=self.options.max_passage_tokens, query_is_known=bool(queries),
-            budget_source="max_context_tokens" if limited else "the model's context length")
-        return EncodedPassages(self, layout, heads or self.heads, keep_cache=keep_cache)
+        placement = self.effective_options.candidate_order
+
+        def plan(order: list[int] | None) -> Layout:
+            return plan_layout(
+                self.tokenizer, items, order=order, template=self.prompt_template,
+                null_query=self.options.null_query, candidate_order="reversed" if order is not None else placement,
+                budget=budget, query_room=room, max_passage_tokens=self.options.max_passage_tokens,
+                query_is_known=bool(queries),
+                budget_source="max_context_tokens" if limited else "the model's context length")
+
+        if placement != "ranked":
+            return EncodedPassages(self, plan(None), heads or self.heads, keep_cache=keep_cache)
+        if len(queries) == 1:
+            order = self.placement_for(queries[0], items, first_stage_scores)
+        else:
+            order = ranked_order([0.0] * len(items), items)
+        return EncodedPassages(self, plan(order), heads or self.heads, keep_cache=keep_cache,
+                               order=tuple(order or ()), replan=plan)
 
 
 def _prefix_masses(plan: CapturePlan, per_layer: dict[int, torch.Tensor], total: int, prefix: int) -> np.ndarray:

@@ -69,7 +69,7 @@ class QRHeadChunkRetriever(BatchSteps, BaseRetriever):
     token_budget: int | None = Field(default=None, ge=1, strict=True)
     keep_document_order: bool = False
     count_tokens: Any | None = Field(default=None, exclude=True)
-    candidate_order: Literal["reversed", "as_given", "both"] | None = "as_given"
+    candidate_order: Literal["reversed", "as_given", "both", "ranked"] | None = "as_given"
     trim_to_evidence: int | None = Field(
         default=None, ge=1, strict=True,
         description="Keep only this many evidence sentences of each chosen chunk (plus evidence_context "
