@@ -6,13 +6,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from test_every_door import _doors, _same
 
 from qrhead_integrations import HeadSet, QRHeadScorer, ScoringOptions
 from qrhead_integrations.engine.layout import plan_layout
 from qrhead_integrations.engine.placement import content_key, ranked_order
 from qrhead_integrations.engine.prompt import Passage, resolve_template
-
-from test_every_door import _doors, _same
 
 QUERY = "Which river carries the most water?"
 PASSAGES = ["The Amazon carries more water to the sea than any other river.",
