@@ -22,9 +22,10 @@ from .engine import (
     ScoringOptions,
     clear_model_cache,
 )
+from .selection_options import SelectionOptions
 
 __all__ = [
     "DEFAULT_MODEL", "EncodedPassages", "HeadMasses", "HeadSet", "HeadSetError", "HeadSetNotFoundError",
     "ModelLoadError", "Passage", "PromptTemplate", "QRHeadError", "QRHeadScorer", "RankedPassage",
-    "ScoringOptions", "__version__", "clear_model_cache",
+    "ScoringOptions", "SelectionOptions", "__version__", "clear_model_cache",
 ]

@@ -21,12 +21,21 @@ import math
 import os
 import threading
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, create_model, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from typing_extensions import Self
 
 from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks, selection_scorer
@@ -35,6 +44,7 @@ from .engine.heads import HeadSet, parse_head_list
 from .engine.options import OPTION_NAMES, ScoringOptions, TemplateName, option_specs, options_markdown
 from .engine.ranking import RankedPassage, check_query
 from .engine.scoring import EncodedPassages, QRHeadScorer
+from .selection_options import SelectionOptions, selection_markdown, selection_specs, with_settings_signature
 
 HeadsField = str | list[tuple[int, int]] | None
 logger = logging.getLogger("qrhead_integrations")
@@ -167,6 +177,25 @@ def _option_field(spec: Any) -> tuple[Any, Any]:
     if spec.kind is int and not spec.nullable:
         extra["strict"] = True
     return annotation, Field(default=spec.default, description=spec.description, **extra)
+
+
+def selection_fields(rename: Mapping[str, str] | None = None) -> dict[str, tuple[Any, Any]]:
+    """Every :class:`~qrhead_integrations.selection_options.SelectionOptions` setting as a pydantic field
+    definition (for ``create_model``), validated as the options are: strict integers and booleans, the
+    minimum as ``ge``, live objects (``count_tokens``) left out of serialisation. ``rename`` gives a setting
+    a framework's own name; the setting's name stays accepted as an alias (LangChain's ``k`` / ``top_k``)."""
+    fields = {}
+    for spec in selection_specs():
+        name = (rename or {}).get(spec.name, spec.name)
+        extra: dict[str, Any] = {"strict": True} if spec.kind in (bool, int) else {}
+        if spec.minimum is not None:
+            extra["ge"] = spec.minimum
+        if not spec.serialised:
+            extra["exclude"] = True
+        if name != spec.name:
+            extra["validation_alias"] = AliasChoices(name, spec.name)
+        fields[name] = (spec.annotation, Field(default=spec.default, description=spec.description, **extra))
+    return fields
 
 
 class _ScorerConfigBase(BaseModel):
@@ -321,12 +350,14 @@ class _SharedScorer:
         return self.scorer.rank(query, passages, top_k=top_k, first_stage_scores=first_stage_scores, **extra)
 
 
+@with_settings_signature()
 def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[Chunk], *,
-                return_exceptions: bool = False, candidate_order: str | None = "as_given",
-                **selection: Any) -> list[ChunkSelection | Exception]:
-    """``[select_chunks(scorer, q, chunks, **selection) for q in queries]`` with one encoding of the
-    chunks for all queries (when they fit one prompt; else query by query). Results are exactly those
-    of the single calls. ``return_exceptions`` as in :func:`~.engine.batch.rank_jobs`."""
+                return_exceptions: bool = False, first_stage_scores: Sequence[float] | None = None,
+                options: SelectionOptions | None = None, **settings: Any) -> list[ChunkSelection | Exception]:
+    """``[select_chunks(scorer, q, chunks, ...) for q in queries]`` with one encoding of the chunks for all
+    queries (when they fit one prompt; else query by query). Results are exactly those of the single
+    calls. ``return_exceptions`` as in :func:`~.engine.batch.rank_jobs`."""
+    options = SelectionOptions.build(options, **settings)
     chunks = list(chunks)
     out: list[Any] = []
     valid = []
@@ -336,8 +367,8 @@ def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[C
         except Exception:
             if not return_exceptions:
                 raise
-    scorer = selection_scorer(scorer, candidate_order, first_stage=selection.get("first_stage", "auto"),
-                              first_stage_scores=selection.get("first_stage_scores"))
+    scorer = selection_scorer(scorer, options.candidate_order, first_stage=options.first_stage,
+                              first_stage_scores=first_stage_scores)
     texts = [c.text for c in chunks if isinstance(c, Chunk)]
     encoded = None
     if len(valid) > 1 and texts and len(texts) == len(chunks):
@@ -348,7 +379,7 @@ def select_many(scorer: QRHeadScorer, queries: Sequence[str], chunks: Sequence[C
     shared = _SharedScorer(scorer, encoded, texts)
     for q in queries:
         try:
-            out.append(select_chunks(shared, q, chunks, candidate_order=candidate_order, **selection))
+            out.append(select_chunks(shared, q, chunks, first_stage_scores=first_stage_scores, options=options))
         except Exception as exc:
             if not return_exceptions:
                 raise
@@ -404,10 +435,14 @@ def options_table() -> str:
     return "\n".join(rows)
 
 
+def _render_between(text: str, start_marker: str, end_marker: str, table: str, pad: str = "\n") -> str:
+    start, end = text.index(start_marker), text.index(end_marker)
+    return text[:start] + start_marker + pad + table + pad + text[end:]
+
+
 def render_options_section(text: str) -> str:
     """``text`` with the generated table between its markers replaced by the current one."""
-    start, end = text.index(TABLE_START), text.index(TABLE_END)
-    return text[:start] + TABLE_START + "\n\n" + options_table() + "\n\n" + text[end:]
+    return _render_between(text, TABLE_START, TABLE_END, options_table(), "\n\n")
 
 
 ENGINE_DOC = "docs/engine.md"
@@ -417,18 +452,31 @@ ENGINE_TABLE_END = "<!-- /options-table -->"
 
 def render_engine_options(text: str) -> str:
     """docs/engine.md's text with its ScoringOptions table (between its markers) replaced by the current one."""
-    start, end = text.index(ENGINE_TABLE_START), text.index(ENGINE_TABLE_END)
-    return text[:start] + ENGINE_TABLE_START + "\n" + options_markdown() + "\n" + text[end:]
+    return _render_between(text, ENGINE_TABLE_START, ENGINE_TABLE_END, options_markdown())
+
+
+SELECTION_DOC = "docs/chunk_selection.md"
+SELECTION_TABLE_START = ("<!-- selection-options-table (generated from SelectionOptions: "
+                         "`python -m qrhead_integrations._adapter`) -->")
+SELECTION_TABLE_END = "<!-- /selection-options-table -->"
+
+
+def render_selection_options(text: str) -> str:
+    """docs/chunk_selection.md's text with its SelectionOptions table (between its markers) replaced by the
+    current one."""
+    return _render_between(text, SELECTION_TABLE_START, SELECTION_TABLE_END, selection_markdown())
 
 
 def update_docs(root: str | os.PathLike[str] = ".") -> list[str]:
-    """Rewrite the generated options tables in the framework docs and docs/engine.md; returns the files
-    that changed."""
+    """Rewrite the generated options tables in the framework docs, docs/engine.md and
+    docs/chunk_selection.md; returns the files that changed."""
+    renderers = {**dict.fromkeys(DOC_FILES, render_options_section), ENGINE_DOC: render_engine_options,
+                 SELECTION_DOC: render_selection_options}
     changed = []
-    for rel in (*DOC_FILES, ENGINE_DOC):
+    for rel, render in renderers.items():
         path = Path(root) / rel
         old = path.read_text(encoding="utf-8")
-        new = render_engine_options(old) if rel == ENGINE_DOC else render_options_section(old)
+        new = render(old)
         if new != old:
             path.write_text(new, encoding="utf-8")
             changed.append(rel)

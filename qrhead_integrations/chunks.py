@@ -36,10 +36,15 @@ from typing import Any
 from .engine.evidence import sentence_spans
 from .engine.ranking import check_query
 from .first_stage import check_first_stage
+from .selection_options import SelectionOptions, TokenCounter, token_counter, with_settings_signature
+
+__all__ = [
+    "Chunk", "ChunkSelection", "DocumentChunks", "SelectedChunk", "SelectionOptions", "TokenCounter",
+    "evidence_pieces", "locate_chunks", "select_chunks", "select_from_ranking", "selection_scorer",
+    "split_by_tokens", "token_counter",
+]
 
 logger = logging.getLogger("qrhead_integrations")
-
-TokenCounter = Callable[[str], int]
 
 
 @dataclass(frozen=True)
@@ -243,40 +248,6 @@ def split_by_tokens(
 # --- selection -----------------------------------------------------------------------------------
 
 
-def token_counter(counter: Any) -> TokenCounter:
-    """A ``str -> int`` token counter from a callable or a Hugging Face tokenizer."""
-    if callable(counter) and not hasattr(counter, "encode"):
-        return counter
-    if hasattr(counter, "encode"):
-        def count(text: str) -> int:
-            try:
-                return len(counter.encode(text, add_special_tokens=False))
-            except TypeError:  # tiktoken-style encoders
-                return len(counter.encode(text))
-        return count
-    raise TypeError("count_tokens must be a callable str -> int or a tokenizer with .encode")
-
-
-def check_selection_options(top_k: Any, token_budget: Any, candidate_order: Any, trim_to_evidence: Any = None,
-                            evidence_context: Any = 1) -> None:
-    """The checks :func:`select_chunks` applies to its limits; adapters call it to fail at construction."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, not {top_k!r}")
-    if token_budget is not None and (
-        isinstance(token_budget, bool) or not isinstance(token_budget, int) or token_budget < 1
-    ):
-        raise ValueError(f"token_budget must be a positive integer or None, not {token_budget!r}")
-    if candidate_order not in (None, "reversed", "as_given", "both", "ranked"):
-        raise ValueError("candidate_order must be 'reversed', 'as_given', 'both', 'ranked' or None, "
-                         f"not {candidate_order!r}")
-    if trim_to_evidence is not None and (
-        isinstance(trim_to_evidence, bool) or not isinstance(trim_to_evidence, int) or trim_to_evidence < 1
-    ):
-        raise ValueError(f"trim_to_evidence must be a positive number of sentences or None, not {trim_to_evidence!r}")
-    if isinstance(evidence_context, bool) or not isinstance(evidence_context, int) or evidence_context < 0:
-        raise ValueError(f"evidence_context must be a number of sentences >= 0, not {evidence_context!r}")
-
-
 class DocumentChunks:
     """One document's chunks, located once and again only when the text or the splitter changes.
 
@@ -311,60 +282,41 @@ def selection_scorer(scorer: Any, candidate_order: str | None, *, first_stage: A
     return scorer.with_options(**overrides) if overrides else scorer
 
 
+@with_settings_signature()
 def select_chunks(
     scorer: Any,
     query: str,
     chunks: Sequence[Chunk],
     *,
-    top_k: int | None = None,
-    token_budget: int | None = None,
-    keep_document_order: bool = False,
-    count_tokens: Any = None,
     first_stage_scores: Sequence[float] | None = None,
-    candidate_order: str | None = "as_given",
-    trim_to_evidence: int | None = None,
-    evidence_context: int = 1,
-    first_stage: str | None = "auto",
+    options: SelectionOptions | None = None,
+    **settings: Any,
 ) -> ChunkSelection:
     """Score every chunk in one pass and pick the best.
 
-    - ``top_k``: at most this many chunks (default 5 when no ``token_budget`` is given).
-    - ``token_budget``: go down the ranking and keep each chunk that still fits the remaining budget
-      (a chunk too long for what is left is skipped, shorter lower-ranked ones may still fit); with
-      ``top_k`` too, both limits apply. Tokens are counted with ``count_tokens`` (a ``str -> int``
-      callable or a tokenizer, e.g. the generator's), by default with the scorer's tokenizer.
-    - ``keep_document_order``: return the chosen chunks in document order instead of best first.
-    - ``first_stage_scores``: one per chunk, fused with the QRHead scores as a re-ranking fuses with its
-      retriever's scores (the scorer's ``fusion``).
-    - ``first_stage``: what the ranking fuses with when no ``first_stage_scores`` are given, the scorer's
-      ``first_stage`` option for this call. ``"auto"`` (default) keeps the scorer's setting: for the
-      embedded default, BM25 over these chunks for ``query`` fused with the heads; for head sets that
-      recommend no fusion (the paper's published sets), the heads alone. ``"bm25"``: always (linear
-      fusion when the head set recommends none; an error with ``fusion=None``; not together with
-      ``first_stage_scores``). ``"order"``: the document position read as a ranking. ``None``: the heads
-      alone. Lexical matching finds what the heads of a small model miss (docs/quality.md).
-    - ``candidate_order``: how the chunks are laid out in the scorer's prompt. ``"as_given"`` (default)
-      keeps the document's reading order; ``"reversed"`` / ``"both"`` / ``"ranked"`` as for re-ranking; ``None`` uses
-      the scorer's own setting. The caller's scorer is not changed.
-    - ``trim_to_evidence``: keep only this many sentences of each chosen chunk, those with the most of
-      the heads' mass (``rank(..., evidence=N)``), each widened by ``evidence_context`` neighbouring
-      sentences on both sides (default 1; 0 = the evidence sentences alone). The budget counts the
-      kept text, so more chunks fit. See :class:`SelectedChunk` for the offsets of trimmed pieces.
+    The settings (``top_k``, ``token_budget``, ``keep_document_order``, ``count_tokens``,
+    ``candidate_order``, ``trim_to_evidence``, ``evidence_context``, ``first_stage``) are those of
+    :class:`~qrhead_integrations.selection_options.SelectionOptions`, given as keywords or as ``options``
+    (keywords override it); see its fields for what each does. ``first_stage_scores``: one per chunk, fused
+    with the QRHead scores as a re-ranking fuses with its retriever's scores (the scorer's ``fusion``); not
+    together with a computed ``first_stage`` (``"bm25"``, ``"order"``). The caller's scorer is not changed.
+    Trimmed chunks: see :class:`SelectedChunk` for the offsets of their pieces.
     """
-    check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
-    scorer = selection_scorer(scorer, candidate_order, first_stage=first_stage, first_stage_scores=first_stage_scores)
+    opts = SelectionOptions.build(options, **settings)
+    scorer = selection_scorer(scorer, opts.candidate_order, first_stage=opts.first_stage,
+                              first_stage_scores=first_stage_scores)
     chunks = _check_chunks(chunks)
-    top_k = _default_top_k(top_k, token_budget)
+    top_k = _default_top_k(opts.top_k, opts.token_budget)
     if not chunks:
         check_query(query)
-        return ChunkSelection(query, (), 0, 0, token_budget, top_k, keep_document_order, trim_to_evidence)
-    extra = {"evidence": trim_to_evidence} if trim_to_evidence else {}
-    ranked = scorer.rank(query, [c.text for c in chunks], top_k=None if token_budget is not None else top_k,
+        return ChunkSelection(query, (), 0, 0, opts.token_budget, top_k, opts.keep_document_order,
+                              opts.trim_to_evidence)
+    extra = {"evidence": opts.trim_to_evidence} if opts.trim_to_evidence else {}
+    ranked = scorer.rank(query, [c.text for c in chunks], top_k=None if opts.token_budget is not None else top_k,
                          first_stage_scores=first_stage_scores, **extra)
-    return select_from_ranking(
-        query, chunks, ranked, top_k=top_k, token_budget=token_budget, keep_document_order=keep_document_order,
-        count_tokens=count_tokens if count_tokens is not None else scorer.count_tokens,
-        trim_to_evidence=trim_to_evidence, evidence_context=evidence_context)
+    if opts.count_tokens is None:
+        opts = opts.replace(count_tokens=scorer.count_tokens)
+    return select_from_ranking(query, chunks, ranked, options=opts)
 
 
 def _default_top_k(top_k: int | None, token_budget: int | None) -> int | None:
@@ -400,27 +352,26 @@ def evidence_pieces(chunk: Chunk, evidence: Sequence[Any], context: int = 1) -> 
     return [(chunk.start + spans[i][0], chunk.start + spans[j][1]) for i, j in runs]
 
 
+@with_settings_signature()
 def select_from_ranking(
     query: str,
     chunks: Sequence[Chunk],
     ranked: Sequence[Any],
     *,
-    top_k: int | None = None,
-    token_budget: int | None = None,
-    keep_document_order: bool = False,
-    count_tokens: Any = None,
-    trim_to_evidence: int | None = None,
-    evidence_context: int = 1,
+    options: SelectionOptions | None = None,
+    **settings: Any,
 ) -> ChunkSelection:
     """:func:`select_chunks` on a ranking already computed (``ranked``: the scorer's
     :class:`~qrhead_integrations.RankedPassage` results over ``[c.text for c in chunks]``, best first, with
     ``evidence`` when ``trim_to_evidence`` is set), e.g. from ``scorer.encode(chunk_texts).rank(query,
     evidence=N)`` when many questions share one document (the document is read once). ``count_tokens``
-    defaults to counting whitespace-separated words (pass a tokenizer or a callable)."""
-    check_selection_options(top_k, token_budget, None, trim_to_evidence, evidence_context)
+    defaults to counting whitespace-separated words (pass a tokenizer or a callable); ``candidate_order``
+    and ``first_stage`` shaped the ranking and play no part here."""
+    opts = SelectionOptions.build(options, **settings)
+    top_k, token_budget, trim_to_evidence = opts.top_k, opts.token_budget, opts.trim_to_evidence
     top_k = _default_top_k(top_k, token_budget)
     chunks = _check_chunks(chunks)
-    count = token_counter(count_tokens) if count_tokens is not None else (lambda t: len(t.split()))
+    count = token_counter(opts.count_tokens) if opts.count_tokens is not None else (lambda t: len(t.split()))
     picked: list[SelectedChunk] = []
     used = 0
     taken = 0
@@ -430,7 +381,7 @@ def select_from_ranking(
         c = chunks[r.index]
         pieces = [(c.start, c.end)]
         if trim_to_evidence:
-            pieces = evidence_pieces(c, getattr(r, "evidence", ()) or (), evidence_context) or pieces
+            pieces = evidence_pieces(c, getattr(r, "evidence", ()) or (), opts.evidence_context) or pieces
         texts = [c.text[a - c.start:b - c.start] for a, b in pieces]
         sizes = [int(count(t)) for t in texts]
         n = sum(sizes)
@@ -450,7 +401,7 @@ def select_from_ranking(
     if token_budget is not None and not picked and chunks:
         logger.warning("no chunk fits the token budget of %d tokens (shortest chunk: %d tokens)",
                        token_budget, min(int(count(c.text)) for c in chunks))
-    if keep_document_order:
+    if opts.keep_document_order:
         picked.sort(key=lambda c: (c.start, c.end))
     return ChunkSelection(query.strip(), tuple(picked), len(chunks), used, token_budget, top_k,
-                          keep_document_order, trim_to_evidence)
+                          opts.keep_document_order, trim_to_evidence)

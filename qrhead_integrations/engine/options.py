@@ -169,7 +169,7 @@ class OptionSpec:
     maximum: float | None = None
 
 
-def _unpack(annotation: Any) -> tuple[type, tuple[str, ...] | None, bool]:
+def unpack_annotation(annotation: Any) -> tuple[type, tuple[str, ...] | None, bool]:
     """(base kind, literal choices, nullable) of an annotation such as ``Literal['a', 'b'] | None``."""
     args = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
     nullable = type(None) in args
@@ -189,7 +189,7 @@ def option_specs() -> list[OptionSpec]:
     hints = typing.get_type_hints(ScoringOptions)
     out = []
     for f in dataclasses.fields(ScoringOptions):
-        kind, choices, nullable = _unpack(hints[f.name])
+        kind, choices, nullable = unpack_annotation(hints[f.name])
         out.append(OptionSpec(f.name, f.default, hints[f.name], kind, choices, nullable,
                               f.metadata["description"], f.metadata.get("minimum"), f.metadata.get("maximum")))
     return out

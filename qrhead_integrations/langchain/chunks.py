@@ -4,7 +4,7 @@ chunk in one QRHead pass, return the best chunks as Documents with exact charact
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -12,10 +12,12 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
-from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from typing_extensions import Self
 
-from .._adapter import ChunkCache, copy_metadata, select_many
-from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, select_chunks
+from .._adapter import ChunkCache, copy_metadata, select_many, selection_fields
+from ..chunks import Chunk, ChunkSelection, SelectedChunk, select_chunks
+from ..selection_options import SELECTION_NAMES, SelectionOptions, with_settings_signature
 from ._steps import Call, Steps
 from .base import BatchSteps, QRHeadReranker, _finish, _positive, astart_run, end_runs, start_run
 
@@ -29,7 +31,13 @@ def _all_chunks_reranker() -> QRHeadReranker:
     return QRHeadReranker(top_n=None)
 
 
-class QRHeadChunkRetriever(BatchSteps, BaseRetriever):
+#: LangChain's name for a setting of :class:`SelectionOptions` (the number of results is ``k``).
+FIELD_NAMES = {name: {"top_k": "k"}.get(name, name) for name in SELECTION_NAMES}
+#: The selection settings as pydantic fields, generated from :class:`SelectionOptions`.
+_SelectionFields = create_model("_SelectionFields", **selection_fields(FIELD_NAMES))
+
+
+class QRHeadChunkRetriever(BatchSteps, BaseRetriever, _SelectionFields):
     """Retrieve the chunks of ONE long document that a question needs.
 
     The document is split once with ``text_splitter`` (any LangChain ``TextSplitter``; default
@@ -64,22 +72,6 @@ class QRHeadChunkRetriever(BatchSteps, BaseRetriever):
     document: Document
     reranker: QRHeadReranker = Field(default_factory=_all_chunks_reranker)
     text_splitter: TextSplitter = Field(default_factory=default_text_splitter, exclude=True)
-    k: int | None = Field(default=None, ge=1, strict=True, validation_alias=AliasChoices("k", "top_k"),
-                          description="Chunks to return (default 5 when there is no token_budget).")
-    token_budget: int | None = Field(default=None, ge=1, strict=True)
-    keep_document_order: bool = False
-    count_tokens: Any | None = Field(default=None, exclude=True)
-    candidate_order: Literal["reversed", "as_given", "both", "ranked"] | None = "as_given"
-    trim_to_evidence: int | None = Field(
-        default=None, ge=1, strict=True,
-        description="Keep only this many evidence sentences of each chosen chunk (plus evidence_context "
-                    "neighbours each side); the token budget counts the kept text.")
-    evidence_context: int = Field(default=1, ge=0, strict=True)
-    first_stage: Literal["auto", "bm25"] | None = Field(
-        default="auto",
-        description="'auto': BM25 over the chunks, fused with the heads' scores, when the reranker's head set "
-                    "recommends a fusion (the embedded default does); 'bm25': always; None: the heads alone.")
-
     _chunks: ChunkCache = PrivateAttr(default_factory=ChunkCache)
 
     @field_validator("document", mode="before")
@@ -94,18 +86,23 @@ class QRHeadChunkRetriever(BatchSteps, BaseRetriever):
         return self._chunks.get(self.document.page_content, self.text_splitter.split_text,
                                 source_id=self.document.id, splitter=self.text_splitter)
 
+    @model_validator(mode="after")
+    def _check_selection(self) -> Self:
+        _ = self.selection_options  # what pydantic does not check (count_tokens) fails here, not at the first query
+        return self
+
     @property
     def top_k(self) -> int | None:
         return self.k
 
-    def _selection(self, k: int | None) -> dict[str, Any]:
-        top = self.k if k is None else _positive("k", k)
-        check_selection_options(top, self.token_budget, self.candidate_order, self.trim_to_evidence,
-                                self.evidence_context)
-        return dict(top_k=top, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
-                    count_tokens=self.count_tokens, candidate_order=self.candidate_order,
-                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context,
-                    first_stage=self.first_stage)
+    @property
+    def selection_options(self) -> SelectionOptions:
+        """The chunk-selection settings of these fields."""
+        return SelectionOptions(**{name: getattr(self, field) for name, field in FIELD_NAMES.items()})
+
+    def _selection(self, k: int | None) -> SelectionOptions:
+        options = self.selection_options
+        return options if k is None else options.replace(top_k=_positive("k", k))
 
     @classmethod
     def from_llm(cls, llm: Any, document: Document | str, *, heads: Any = None, model_name: str | None = None,
@@ -119,13 +116,13 @@ class QRHeadChunkRetriever(BatchSteps, BaseRetriever):
 
     def select(self, query: str, k: int | None = None) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
-        return select_chunks(self.reranker.scorer, query, self.chunks, **self._selection(k))
+        return select_chunks(self.reranker.scorer, query, self.chunks, options=self._selection(k))
 
     def select_many(self, queries: list[str], k: int | None = None, *,
                     return_exceptions: bool = False) -> list[ChunkSelection | Exception]:
         """:meth:`select` for several queries, with the chunks encoded once (equal results)."""
         return select_many(self.reranker.scorer, queries, self.chunks, return_exceptions=return_exceptions,
-                           **self._selection(k))
+                           options=self._selection(k))
 
     def _documents(self, selection: ChunkSelection) -> list[Document]:
         return [chunk_document(self.document, c, self.reranker.score_key) for c in selection]
@@ -183,28 +180,21 @@ def chunk_document(document: Document, chunk: SelectedChunk, score_key: str = "r
     )
 
 
+@with_settings_signature()
 def select_document_chunks(
     document: Document | str,
     query: str,
     *,
     reranker: QRHeadReranker | None = None,
     text_splitter: TextSplitter | None = None,
-    top_k: int | None = None,
-    token_budget: int | None = None,
-    keep_document_order: bool = False,
-    count_tokens: Any = None,
-    candidate_order: str | None = "as_given",
-    trim_to_evidence: int | None = None,
-    evidence_context: int = 1,
-    first_stage: str | None = "auto",
+    **settings: Any,
 ) -> list[Document]:
-    """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
-    kwargs: dict[str, Any] = {"document": document, "k": top_k, "token_budget": token_budget,
-                              "keep_document_order": keep_document_order, "count_tokens": count_tokens,
-                              "candidate_order": candidate_order, "trim_to_evidence": trim_to_evidence,
-                              "evidence_context": evidence_context, "first_stage": first_stage}
+    """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``
+    (``settings``: those of :class:`SelectionOptions`, ``top_k`` included)."""
+    options = SelectionOptions.build(**settings)
+    kwargs: dict[str, Any] = {field: getattr(options, name) for name, field in FIELD_NAMES.items()}
     if reranker is not None:
         kwargs["reranker"] = reranker
     if text_splitter is not None:
         kwargs["text_splitter"] = text_splitter
-    return QRHeadChunkRetriever(**kwargs).invoke(query)
+    return QRHeadChunkRetriever(document=document, **kwargs).invoke(query)

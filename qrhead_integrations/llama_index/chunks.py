@@ -20,8 +20,8 @@ from llama_index.core.schema import (
 )
 
 from .._adapter import ChunkCache, copy_metadata, select_many
-from ..chunks import Chunk, ChunkSelection, SelectedChunk, check_selection_options, select_chunks
-from ..first_stage import check_first_stage
+from ..chunks import Chunk, ChunkSelection, SelectedChunk, select_chunks
+from ..selection_options import SelectionOptions, selection_specs, with_settings_signature
 from .base import QRHeadRerank
 
 DocumentLike = BaseNode | str
@@ -50,24 +50,23 @@ class QRHeadChunkRetriever(BaseRetriever):
     ``first_stage``: ``"auto"`` (default) fuses the heads' scores with BM25 over the chunks when the
     reranker's head set recommends a fusion (the embedded default's does), ``"bm25"`` always, ``None``
     never (see :func:`~qrhead_integrations.chunks.select_chunks`).
+
+    The selection settings are :class:`~qrhead_integrations.selection_options.SelectionOptions`' (keywords,
+    or ``options``), readable and assignable as attributes (``retriever.top_k = 3``, validated) and held
+    together in :attr:`selection_options`.
     """
 
+    @with_settings_signature()
     def __init__(
         self,
         document: DocumentLike,
         *,
         reranker: QRHeadRerank | None = None,
         splitter: Any = None,
-        top_k: int | None = None,
-        token_budget: int | None = None,
-        keep_document_order: bool = False,
-        count_tokens: Any = None,
-        candidate_order: str | None = "as_given",
-        trim_to_evidence: int | None = None,
-        evidence_context: int = 1,
-        first_stage: str | None = "auto",
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        options: SelectionOptions | None = None,
+        **settings: Any,
     ) -> None:
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         if isinstance(document, str):
@@ -80,17 +79,8 @@ class QRHeadChunkRetriever(BaseRetriever):
         self.document = document
         self.reranker = reranker if reranker is not None else QRHeadRerank()
         self.splitter = splitter if splitter is not None else default_splitter()
-        self.top_k = top_k
-        self.token_budget = token_budget
-        self.keep_document_order = keep_document_order
-        self.count_tokens = count_tokens
-        self.candidate_order = candidate_order
-        self.trim_to_evidence = trim_to_evidence
-        self.evidence_context = evidence_context
-        self.first_stage = check_first_stage(first_stage)
+        self.selection_options = SelectionOptions.build(options, **settings)  # fails early, as the selection would
         self._chunks = ChunkCache()
-        # fail early, as the selection would
-        check_selection_options(top_k, token_budget, candidate_order, trim_to_evidence, evidence_context)
 
     @classmethod
     def from_llm(cls, llm: Any, document: DocumentLike, *, heads: Any = None, model_name: str | None = None,
@@ -113,26 +103,35 @@ class QRHeadChunkRetriever(BaseRetriever):
         return self._chunks.get(self.text, self.splitter.split_text, source_id=self.document.node_id,
                                 splitter=self.splitter)
 
-    def _selection(self) -> dict[str, Any]:
-        return dict(top_k=self.top_k, token_budget=self.token_budget, keep_document_order=self.keep_document_order,
-                    count_tokens=self.count_tokens, candidate_order=self.candidate_order,
-                    trim_to_evidence=self.trim_to_evidence, evidence_context=self.evidence_context,
-                    first_stage=self.first_stage)
-
     def select(self, query: str) -> ChunkSelection:
         """The framework-free selection (offsets, scores, token counts) for ``query``."""
-        return select_chunks(self.reranker.scorer, query, self.chunks, **self._selection())
+        return select_chunks(self.reranker.scorer, query, self.chunks, options=self.selection_options)
 
     def select_many(self, queries: list[str], *, return_exceptions: bool = False) -> list[ChunkSelection | Exception]:
         """:meth:`select` for several queries, with the chunks encoded once (equal results)."""
         return select_many(self.reranker.scorer, queries, self.chunks, return_exceptions=return_exceptions,
-                           **self._selection())
+                           options=self.selection_options)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [chunk_node(self.document, c) for c in self.select(query_bundle.query_str)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+def _setting(name: str, doc: str) -> property:
+    """An attribute for one selection setting: read from, and assigned (validated) into, ``selection_options``."""
+    def get(self: QRHeadChunkRetriever) -> Any:
+        return getattr(self.selection_options, name)
+
+    def set_(self: QRHeadChunkRetriever, value: Any) -> None:
+        self.selection_options = self.selection_options.replace(**{name: value})
+
+    return property(get, set_, doc=doc)
+
+
+for _spec in selection_specs():
+    setattr(QRHeadChunkRetriever, _spec.name, _setting(_spec.name, _spec.description))
 
 
 def chunk_node(document: BaseNode, chunk: SelectedChunk) -> NodeWithScore:
@@ -159,25 +158,14 @@ def chunk_node(document: BaseNode, chunk: SelectedChunk) -> NodeWithScore:
     return NodeWithScore(node=node, score=float(chunk.score))
 
 
+@with_settings_signature()
 def select_document_chunks(
     document: DocumentLike,
     query: str,
     *,
     reranker: QRHeadRerank | None = None,
     splitter: Any = None,
-    top_k: int | None = None,
-    token_budget: int | None = None,
-    keep_document_order: bool = False,
-    count_tokens: Any = None,
-    candidate_order: str | None = "as_given",
-    trim_to_evidence: int | None = None,
-    evidence_context: int = 1,
-    first_stage: str | None = "auto",
+    **settings: Any,
 ) -> list[NodeWithScore]:
     """One-shot form of :class:`QRHeadChunkRetriever`: the best chunks of ``document`` for ``query``."""
-    retriever = QRHeadChunkRetriever(
-        document, reranker=reranker, splitter=splitter, top_k=top_k, token_budget=token_budget,
-        keep_document_order=keep_document_order, count_tokens=count_tokens, candidate_order=candidate_order,
-        trim_to_evidence=trim_to_evidence, evidence_context=evidence_context, first_stage=first_stage,
-    )
-    return retriever.retrieve(query)
+    return QRHeadChunkRetriever(document, reranker=reranker, splitter=splitter, **settings).retrieve(query)
