@@ -13,6 +13,7 @@ from .engine import (
     HeadSet,
     HeadSetError,
     HeadSetNotFoundError,
+    LoadOptions,
     ModelLoadError,
     Passage,
     PromptTemplate,
@@ -26,6 +27,6 @@ from .selection_options import SelectionOptions
 
 __all__ = [
     "DEFAULT_MODEL", "EncodedPassages", "HeadMasses", "HeadSet", "HeadSetError", "HeadSetNotFoundError",
-    "ModelLoadError", "Passage", "PromptTemplate", "QRHeadError", "QRHeadScorer", "RankedPassage",
+    "LoadOptions", "ModelLoadError", "Passage", "PromptTemplate", "QRHeadError", "QRHeadScorer", "RankedPassage",
     "ScoringOptions", "SelectionOptions", "__version__", "clear_model_cache",
 ]

@@ -41,6 +41,7 @@ from typing_extensions import Self
 from .chunks import Chunk, ChunkSelection, DocumentChunks, select_chunks, selection_scorer
 from .engine.batch import shared_encoding
 from .engine.heads import HeadSet, parse_head_list
+from .engine.load_options import LOAD_OPTION_NAMES, load_specs
 from .engine.options import OPTION_NAMES, ScoringOptions, TemplateName, option_specs, options_markdown
 from .engine.ranking import RankedPassage, check_query
 from .engine.scoring import EncodedPassages, QRHeadScorer
@@ -49,26 +50,19 @@ from .selection_options import SelectionOptions, selection_markdown, selection_s
 HeadsField = str | list[tuple[int, int]] | None
 logger = logging.getLogger("qrhead_integrations")
 
-#: Model-loading settings (the engine's ``from_pretrained`` keywords) and their descriptions.
-LOADER_FIELDS: dict[str, tuple[Any, Any, str]] = {
-    "model": (str | None, None, "Scorer model: hub id, local folder, .gguf file or packaged model name; None = the "
-                                "embedded default (SmolLM2-135M-Instruct)."),
-    "heads": (HeadsField, None, "Heads that score: None = the set registered for the model; 'all'; 'random:K[:SEED]'; "
-                                "a registered variant name; a head-set JSON path; '13-18,13-21'; or a list of "
-                                "(layer, head)."),
-    "device": (str | None, None, "Device for the scorer model ('cpu', 'cuda', 'cuda:1', 'mps'); None = CUDA, then "
-                                 "MPS, then CPU."),
-    "device_map": (str | dict[str, Any] | None, None, "accelerate device map for big models ('auto', or a "
-                                                      "module -> device dict); instead of device."),
-    "dtype": (str | None, None, "Weights dtype ('float32', 'bfloat16', 'float16'); None = bfloat16/float16 on GPU, "
-                                "float32 on CPU."),
-    "attn_implementation": (str | None, None, "transformers attention implementation ('sdpa', 'eager', "
-                                              "'flash_attention_2'); None = the model's default."),
-    "revision": (str | None, None, "Model revision (branch, tag or commit) for hub ids."),
-    "trust_remote_code": (bool, False, "Allow a hub model's own code (only for models you trust)."),
-    "model_kwargs": (dict[str, Any] | None, None, "Further from_pretrained keywords, e.g. "
-                                                  "{'quantization_config': {...}} (JSON values)."),
-}
+HEADS_DESCRIPTION = ("Heads that score: None = the set registered for the model; 'all'; 'random:K[:SEED]'; a "
+                     "registered variant name; a head-set JSON path; '13-18,13-21'; or a list of (layer, head).")
+
+
+def _loader_fields() -> dict[str, tuple[Any, Any, str]]:
+    """``model``, ``heads``, then every other loading setting: (annotation, default, description), generated
+    from :func:`~qrhead_integrations.engine.load_options.load_specs`."""
+    specs = {spec.name: (spec.annotation, spec.default, spec.description) for spec in load_specs()}
+    return {"model": specs.pop("model"), "heads": (HeadsField, None, HEADS_DESCRIPTION), **specs}
+
+
+#: Model-loading settings (:class:`~qrhead_integrations.engine.load_options.LoadOptions`) plus ``heads``.
+LOADER_FIELDS: dict[str, tuple[Any, Any, str]] = _loader_fields()
 LOAD_NAMES = tuple(LOADER_FIELDS)
 #: Options the adapters expose (all but the progress bar, which is the engine's business).
 ADAPTER_OPTION_NAMES = tuple(n for n in OPTION_NAMES if n != "show_progress")
@@ -156,7 +150,7 @@ class ScorerSlot:
                 scorer = QRHeadScorer(self.pinned.model, self.pinned.tokenizer, settings["heads"], options=options,
                                       model_name=self.pinned.name)
             else:
-                loader = {name: settings[name] for name in LOAD_NAMES if name not in ("model", "heads")}
+                loader = {name: settings[name] for name in LOAD_OPTION_NAMES if name != "model"}
                 scorer = QRHeadScorer.from_pretrained(settings["model"], settings["heads"], options=options, **loader)
             self.scorer, self.key = scorer, key
             return scorer

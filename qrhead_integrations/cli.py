@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_options import add_load_args, add_option_args, load_from_args, options_from_args
 from .engine.packaged import DEFAULT_MODEL
 
 HEADS_HELP = ("heads: the registered set (default), a registered variant (e.g. retrieval), all, random:K[:SEED], "
@@ -16,62 +17,20 @@ HEADS_HELP = ("heads: the registered set (default), a registered variant (e.g. r
 
 
 def _add_model_args(p: argparse.ArgumentParser, heads_help: str | None = HEADS_HELP) -> None:
-    p.add_argument("--model", default=None,
-                   help=f"hub id, local folder, .gguf file or packaged model name (default: {DEFAULT_MODEL})")
+    """The model-loading flags (generated from LoadOptions), ``--heads`` and every scoring option."""
+    add_load_args(p, only=("model",))
     if heads_help is not None:
         p.add_argument("--heads", default=None, help=heads_help)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    p.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto (multi-GPU)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
-    _add_option_args(p)
-
-
-def _add_option_args(p: argparse.ArgumentParser) -> None:
-    """One flag per scoring option, generated from ScoringOptions (defaults, choices and help included)."""
-    from .engine.options import option_specs
-
-    g = p.add_argument_group("scoring options")
-    for spec in option_specs():
-        if spec.name == "show_progress":
-            continue
-        flags = ["--" + spec.name.replace("_", "-")]
-        if spec.name == "candidate_order":
-            flags.append("--order")
-        default = f" (default: {spec.default})"
-        if spec.kind is bool:
-            g.add_argument(*flags, dest=spec.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=spec.description + default)
-            continue
-        kind = {int: int, float: float}.get(spec.kind, str)
-        choices = list(spec.choices) + (["none"] if spec.nullable else []) if spec.choices else None
-        g.add_argument(*flags, dest=spec.name, type=_nullable(kind) if spec.nullable else kind, choices=choices,
-                       default=argparse.SUPPRESS, help=spec.description + default)
-
-
-def _nullable(kind: Any):
-    def parse(text: str) -> Any:
-        return None if text.lower() == "none" else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    from .engine.options import OPTION_NAMES
-
-    return {name: getattr(args, name) for name in OPTION_NAMES if hasattr(args, name)}
+    add_load_args(p, skip=("model",))
+    add_option_args(p)
 
 
 def _scorer(args: argparse.Namespace, heads: Any = None, **overrides: Any):
     from .engine.scoring import QRHeadScorer
 
-    options = {**_options(args), **overrides}
     return QRHeadScorer.from_pretrained(
-        args.model,
-        heads if heads is not None else getattr(args, "heads", None),
-        device=args.device,
-        device_map=args.device_map,
-        dtype=args.dtype,
-        **options,
+        heads=heads if heads is not None else getattr(args, "heads", None),
+        **load_from_args(args), **{**options_from_args(args), **overrides},
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from .engine.errors import QRHeadTypeError, QRHeadValueError
-from .engine.options import FirstStage, OptionSpec, unpack_annotation
+from .engine.options import FirstStage, OptionSpec, replace_known, unpack_annotation
 
 TokenCounter = Callable[[str], int]
 #: Where chunks sit in the scorer's prompt (the engine's placements but ``'auto'``; None = the scorer's own).
@@ -85,11 +85,7 @@ class SelectionOptions:
 
     def replace(self, **changes: Any) -> SelectionOptions:
         """A copy with ``changes`` applied (validated); unknown names are an error."""
-        unknown = sorted(set(changes) - set(SELECTION_NAMES))
-        if unknown:
-            raise QRHeadTypeError(f"unknown chunk-selection setting(s) {', '.join(unknown)}; "
-                                  f"valid: {', '.join(SELECTION_NAMES)}")
-        return dataclasses.replace(self, **changes) if changes else self
+        return replace_known(self, changes, SELECTION_NAMES, "chunk-selection setting(s)")
 
     @classmethod
     def build(cls, options: SelectionOptions | None = None, **settings: Any) -> SelectionOptions:

@@ -3,6 +3,7 @@
 from .aggregate import HeadMasses
 from .errors import ContextBudgetError, QRHeadError, QRHeadRuntimeError, QRHeadTypeError, QRHeadValueError
 from .heads import HeadSet, HeadSetError, HeadSetNotFoundError, ModelShape, registered_head_sets, resolve_heads
+from .load_options import LoadOptions, load_specs
 from .loading import ModelLoadError, clear_model_cache, load_model
 from .options import ScoringOptions, option_specs
 from .packaged import DEFAULT_MODEL, PACKAGED_MODELS, PackagedModelError
@@ -12,8 +13,8 @@ from .scoring import EncodedPassages, QRHeadScorer
 
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_TEMPLATE", "PACKAGED_MODELS", "ContextBudgetError", "EncodedPassages", "HeadMasses",
-    "HeadSet", "HeadSetError", "HeadSetNotFoundError", "ModelLoadError", "ModelShape", "PackagedModelError",
+    "HeadSet", "HeadSetError", "HeadSetNotFoundError", "LoadOptions", "ModelLoadError", "ModelShape", "PackagedModelError",
     "Passage", "PromptTemplate", "QRHeadError", "QRHeadRuntimeError", "QRHeadScorer", "QRHeadTypeError",
-    "QRHeadValueError", "RankedPassage", "ScoringOptions", "SpanError", "clear_model_cache", "load_model",
+    "QRHeadValueError", "RankedPassage", "ScoringOptions", "SpanError", "clear_model_cache", "load_model", "load_specs",
     "option_specs", "reference_template", "registered_head_sets", "resolve_heads",
 ]

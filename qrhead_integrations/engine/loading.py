@@ -19,12 +19,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import QRHeadRuntimeError, QRHeadTypeError, QRHeadValueError
 from .packaged import DEFAULT_MODEL, PackagedModel, packaged_model
+
+if TYPE_CHECKING:
+    from .load_options import LoadOptions
 
 logger = logging.getLogger("qrhead_integrations")
 
@@ -85,10 +88,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise QRHeadValueError(f"invalid device {device!r} (use 'cpu', 'cuda', 'cuda:1', 'mps' or None)") from exc
+    dev = parse_device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise QRHeadValueError(f"device={device!r}, but CUDA is not available on this machine "
@@ -98,6 +98,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise QRHeadValueError(f"device={device!r}, but Apple MPS is not available (use 'cpu' or None)")
     return dev
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` (its spelling only: whether it exists is :func:`resolve_device`'s check)."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise QRHeadValueError(f"invalid device {device!r} (use 'cpu', 'cuda', 'cuda:1', 'mps' or None)") from exc
 
 
 def input_device(model: torch.nn.Module) -> torch.device:
@@ -437,19 +445,27 @@ def load_model(
     trust_remote_code: bool = False,
     model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load (or fetch from the process cache) a causal LM and its fast tokenizer."""
-    check_attn_implementation(attn_implementation)
-    if model_kwargs is not None and not isinstance(model_kwargs, dict):
-        raise QRHeadValueError(f"model_kwargs must be a dict of from_pretrained keywords, not {type(model_kwargs).__name__}")
-    source = resolve_source(model)
-    if device_map is not None and device is not None:
-        raise ValueError("pass either device or device_map, not both")
+    """Load (or fetch from the process cache) a causal LM and its fast tokenizer. The settings are those of
+    :class:`~.load_options.LoadOptions` (validated there before anything is loaded)."""
+    from .load_options import LoadOptions
+
+    opts = LoadOptions(model=model, device=device, device_map=device_map, dtype=dtype,
+                       attn_implementation=attn_implementation, revision=revision,
+                       trust_remote_code=trust_remote_code, model_kwargs=model_kwargs)
+    return load_from_options(opts)
+
+
+def load_from_options(opts: LoadOptions) -> LoadedModel:
+    """:func:`load_model` for (already validated) :class:`~.load_options.LoadOptions`."""
+    source = resolve_source(opts.model)
+    device_map, dtype, model_kwargs = opts.device_map, opts.dtype, opts.model_kwargs
+    attn_implementation, revision, trust_remote_code = opts.attn_implementation, opts.revision, opts.trust_remote_code
     if device_map is not None:
         placement: Any = device_map
         probe = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         torch_dtype = resolve_dtype(dtype, probe)
     else:
-        dev = resolve_device(device)
+        dev = resolve_device(opts.device)
         placement = str(dev)
         torch_dtype = resolve_dtype(dtype, dev)
     key = (

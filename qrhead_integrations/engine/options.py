@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from .errors import QRHeadTypeError, QRHeadValueError
 
@@ -28,6 +28,7 @@ FirstStage = Literal["auto", "bm25", "order"]
 #: ``first_stage`` values besides None.
 FIRST_STAGES: tuple[str, ...] = typing.get_args(FirstStage)
 TemplateName = Literal["auto", "qrhead", "reference"]
+T = TypeVar("T")
 
 #: What ``"auto"`` means for the scoring-variant options when the head set recommends nothing.
 VARIANT_FALLBACK: dict[str, Any] = {"query_rows": "query", "token_filter": None, "template": "qrhead"}
@@ -106,10 +107,7 @@ class ScoringOptions:
 
     def replace(self, **changes: Any) -> ScoringOptions:
         """A copy with ``changes`` applied (validated); unknown names are an error."""
-        unknown = sorted(set(changes) - set(OPTION_NAMES))
-        if unknown:
-            raise QRHeadTypeError(f"unknown scoring option(s) {', '.join(unknown)}; valid: {', '.join(OPTION_NAMES)}")
-        return dataclasses.replace(self, **changes)
+        return replace_known(self, changes, OPTION_NAMES, "scoring option(s)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly values (a PromptTemplate object is written as its name)."""
@@ -152,6 +150,15 @@ class ScoringOptions:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None = None, **more: Any) -> ScoringOptions:
         return cls().replace(**{**dict(values or {}), **more})
+
+
+def replace_known(obj: T, changes: Mapping[str, Any], names: tuple[str, ...], what: str) -> T:
+    """``dataclasses.replace(obj, **changes)`` (``obj`` itself when nothing changes); a name not in ``names``
+    is a :class:`QRHeadTypeError` that lists the valid ones (``what``: e.g. ``"scoring option(s)"``)."""
+    unknown = sorted(set(changes) - set(names))
+    if unknown:
+        raise QRHeadTypeError(f"unknown {what} {', '.join(unknown)}; valid: {', '.join(names)}")
+    return dataclasses.replace(obj, **changes) if changes else obj  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)

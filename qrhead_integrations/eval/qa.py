@@ -772,11 +772,11 @@ def add_qa_parser(esub: Any) -> None:
     q.add_argument("--report-only", action="store_true",
                    help="no model: the summary again from the per-question records (--jsonl or the default)")
     q.add_argument("--out", required=True, help="summary JSON (a Markdown table is written beside it)")
-    from ..cli import _add_option_args
+    from ..cli_options import add_option_args
 
     # the QRHead scorers' options (both the small scorer and the generator-weights one), e.g.
     # --max-context-tokens 2048; recorded in every question's setup, so runs with other options never mix
-    _add_option_args(q)
+    add_option_args(q)
     q.set_defaults(func=cmd_qa)
 
 
@@ -785,9 +785,9 @@ def scorer_options(args: Any) -> dict[str, Any]:
     (the gold position is the experiment) unless ``--candidate-order`` says otherwise, and a ranking
     fuses only with what a selector passes (``first_stage=None``: "qrhead" is the heads alone,
     "qrhead-bm25" passes BM25's scores) unless ``--first-stage`` says otherwise."""
-    from ..cli import _options
+    from ..cli_options import options_from_args
 
-    return {"candidate_order": "as_given", "first_stage": None, **_options(args)}
+    return {"candidate_order": "as_given", "first_stage": None, **options_from_args(args)}
 
 
 def cmd_qa(args: Any) -> int:

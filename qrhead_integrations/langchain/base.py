@@ -225,12 +225,12 @@ class QRHeadRerankRetriever(BatchSteps, BaseRetriever):
     def _top(self, k: int | None) -> int | None:
         if k is None:
             return self.k if self.k is not None else self.reranker.top_n
-        return _positive("k", k)
+        return positive_int("k", k)
 
     def _first_stage_kwargs(self, fetch_k: int | None, kwargs: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
         """The first-stage depth and the keywords for the base retriever (``k=depth`` for a retriever;
         another runnable gets no ``k``, its output is only cut to the depth)."""
-        depth = self.fetch_k if fetch_k is None else _positive("fetch_k", fetch_k)
+        depth = self.fetch_k if fetch_k is None else positive_int("fetch_k", fetch_k)
         if depth is not None and isinstance(self.base_retriever, BaseRetriever):
             return depth, {**kwargs, "k": depth}
         return depth, dict(kwargs)
@@ -305,13 +305,14 @@ class QRHeadRerankRetriever(BatchSteps, BaseRetriever):
                                else ch.on_chain_end({"documents": r}))
                     out[i] = result
         yield from end_runs(runs, out)
-        return _finish(out, return_exceptions)
+        return finish_batch(out, return_exceptions)
 
 
 # --- helpers shared with the chunk retriever ------------------------------------------------------------
 
 
-def _positive(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` when it is a positive integer (not a bool), else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
     return value
@@ -355,7 +356,7 @@ def end_runs(runs: list[Any], out: list[Any]) -> Steps[None]:
                    else run.on_retriever_end(r))
 
 
-def _finish(out: list[Any], return_exceptions: bool) -> list[Any]:
+def finish_batch(out: list[Any], return_exceptions: bool) -> list[Any]:
     """A batch's results: the first error raised unless errors are returned in place (as Runnable.batch)."""
     if not return_exceptions:
         for result in out:

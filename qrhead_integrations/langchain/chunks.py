@@ -19,7 +19,7 @@ from .._adapter import ChunkCache, copy_metadata, select_many, selection_fields
 from ..chunks import Chunk, ChunkSelection, SelectedChunk, select_chunks
 from ..selection_options import SELECTION_NAMES, SelectionOptions, with_settings_signature
 from ._steps import Call, Steps
-from .base import BatchSteps, QRHeadReranker, _finish, _positive, astart_run, end_runs, start_run
+from .base import BatchSteps, QRHeadReranker, astart_run, end_runs, finish_batch, positive_int, start_run
 
 
 def default_text_splitter() -> RecursiveCharacterTextSplitter:
@@ -102,7 +102,7 @@ class QRHeadChunkRetriever(BatchSteps, BaseRetriever, _SelectionFields):
 
     def _selection(self, k: int | None) -> SelectionOptions:
         options = self.selection_options
-        return options if k is None else options.replace(top_k=_positive("k", k))
+        return options if k is None else options.replace(top_k=positive_int("k", k))
 
     @classmethod
     def from_llm(cls, llm: Any, document: Document | str, *, heads: Any = None, model_name: str | None = None,
@@ -159,7 +159,7 @@ class QRHeadChunkRetriever(BatchSteps, BaseRetriever, _SelectionFields):
         out = yield Call(lambda: self._select_documents(inputs, k, kwargs),
                          lambda: asyncio.to_thread(self._select_documents, inputs, k, kwargs))
         yield from end_runs(runs, out)
-        return _finish(out, return_exceptions)
+        return finish_batch(out, return_exceptions)
 
 
 def chunk_document(document: Document, chunk: SelectedChunk, score_key: str = "relevance_score") -> Document:

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from ..cli_options import add_load_args, add_option_args, load_from_args, options_from_args
 from .config import API_KEY_ENV, Limits, ScorerSettings
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -33,15 +34,11 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
-    m.add_argument("--model", default=None, help="hub id, local folder, .gguf file or packaged model name "
-                                                 "(default: the embedded default model)")
+    add_load_args(m, only=("model",), helps={"model": "hub id, local folder, .gguf file or packaged model name "
+                                                      "(default: the embedded default model)"})
     m.add_argument("--heads", default=None, help="head set (default: the one registered for the model)")
-    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    m.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto (one model over GPUs)")
-    m.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
-    from ..cli import _add_option_args
-
-    _add_option_args(p)  # every scoring option, as for `qrhead rank` (generated from ScoringOptions)
+    add_load_args(m, skip=("model",))  # every loading setting, as for `qrhead rank` (generated from LoadOptions)
+    add_option_args(p)  # every scoring option, as for `qrhead rank` (generated from ScoringOptions)
 
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
@@ -71,12 +68,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ScorerSettings:
-    from ..cli import _options
-
-    options: dict[str, Any] = _options(args)
-    if args.device_map is not None:
-        options["device_map"] = args.device_map
-    return ScorerSettings(model=args.model, heads=args.heads, device=args.device, dtype=args.dtype, options=options)
+    return ScorerSettings.from_load(load_from_args(args), heads=args.heads, options=options_from_args(args))
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,13 +60,20 @@ class Limits:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
 
 
+#: The model-loading settings with a field of their own; the others (``device_map``, ``attn_implementation``...)
+#: travel in ``options`` (a test keeps both in step with ``LoadOptions``).
+LOAD_FIELDS = ("model", "device", "dtype")
+
+
 @dataclass(frozen=True)
 class ScorerSettings:
     """How to build the scorer where it runs (a server process, a Ray replica or a Ray Data actor).
 
     Picklable, so it travels to Ray workers, which then load the model themselves. ``options`` go to
-    :meth:`QRHeadScorer.from_pretrained` (e.g. ``candidate_order``, ``max_passage_tokens``,
-    ``max_context_tokens``, ``device_map``).
+    :meth:`QRHeadScorer.from_pretrained`: scoring options (e.g. ``candidate_order``, ``max_passage_tokens``,
+    ``max_context_tokens``) and the model-loading settings without a field here (``device_map``,
+    ``attn_implementation``, ``revision``, ``trust_remote_code``, ``model_kwargs``: see
+    :class:`~qrhead_integrations.engine.load_options.LoadOptions`).
     """
 
     model: str | None = None
@@ -73,6 +81,24 @@ class ScorerSettings:
     device: str | None = None
     dtype: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_load(cls, load: Mapping[str, Any], heads: Any = None,
+                  options: Mapping[str, Any] | None = None) -> ScorerSettings:
+        """Settings from loading values by name (e.g. a command line's); loading settings without a field of
+        their own go into ``options`` when they differ from their defaults."""
+        from ..engine.load_options import DEFAULT_LOAD
+
+        extra = {k: v for k, v in load.items() if k not in LOAD_FIELDS and v != getattr(DEFAULT_LOAD, k)}
+        return cls(heads=heads, options={**dict(options or {}), **extra},
+                   **{k: load[k] for k in LOAD_FIELDS if k in load})
+
+    def load_options(self) -> Any:
+        """The :class:`~qrhead_integrations.engine.load_options.LoadOptions` these settings describe."""
+        from ..engine.load_options import LOAD_OPTION_NAMES, LoadOptions
+
+        own = {k: getattr(self, k) for k in LOAD_FIELDS}
+        return LoadOptions(**own, **{k: v for k, v in self.options.items() if k in LOAD_OPTION_NAMES})
 
     def load(self) -> Any:
         """A ready :class:`~qrhead_integrations.QRHeadScorer` (models are cached process-wide)."""

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..cli_options import add_load_args, load_from_args
 from .config import API_KEY_ENV, Limits, ScorerSettings, require_extra
 from .worker import rank_groups
 
@@ -289,17 +290,16 @@ def rerank_dataset(
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="hub id, local folder, .gguf file or packaged model name")
+    add_load_args(p, only=("model",), helps={"model": "hub id, local folder, .gguf file or packaged model name"})
     p.add_argument("--heads", default=None, help="head set (default: the one registered for the model)")
-    p.add_argument("--device", default=None, help="default: the replica's/actor's GPU, else cpu")
-    p.add_argument("--dtype", default=None)
+    add_load_args(p, skip=("model",), helps={"device": "default: the replica's/actor's GPU, else cpu"})
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--num-gpus", type=float, default=None, help="GPUs per replica/actor (default: 1 if any)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs per replica/actor (default 1)")
 
 
 def _settings(args: argparse.Namespace) -> ScorerSettings:
-    return ScorerSettings(model=args.model, heads=args.heads, device=args.device, dtype=args.dtype)
+    return ScorerSettings.from_load(load_from_args(args), heads=args.heads)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -334,7 +334,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qrhead_integrations.serve.ray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -356,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-queue", type=int, default=Limits().max_queue)
     _add_model_arguments(s)
     s.set_defaults(func=cmd_serve)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ImportError as exc:
