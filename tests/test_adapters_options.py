@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 from conftest import TINY_HEADS
 
-from qrhead_integrations._adapter import (
-    ADAPTER_OPTION_NAMES,
+from qrhead_integrations.adapters.docs_tables import (
     DOC_FILES,
-    LOADER_FIELDS,
     TABLE_END,
     TABLE_START,
     options_table,
     render_options_section,
 )
+from qrhead_integrations.adapters.settings import ADAPTER_OPTION_NAMES, LOADER_FIELDS
 from qrhead_integrations.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,14 +41,14 @@ LABELLED = [
 def test_docs_hold_the_current_options_table(doc):
     text = (REPO / doc).read_text(encoding="utf-8")
     assert TABLE_START in text and TABLE_END in text
-    assert render_options_section(text) == text, f"run `python -m qrhead_integrations._adapter` to update {doc}"
+    assert render_options_section(text) == text, f"run `python -m qrhead_integrations.adapters.docs_tables` to update {doc}"
 
 
 def test_engine_doc_holds_the_current_scoring_options_table():
-    from qrhead_integrations._adapter import ENGINE_DOC, render_engine_options
+    from qrhead_integrations.adapters.docs_tables import ENGINE_DOC, render_engine_options
 
     text = (REPO / ENGINE_DOC).read_text(encoding="utf-8")
-    assert render_engine_options(text) == text, "run `python -m qrhead_integrations._adapter` to update docs/engine.md"
+    assert render_engine_options(text) == text, "run `python -m qrhead_integrations.adapters.docs_tables` to update docs/engine.md"
 
 
 def test_options_table_lists_every_field():

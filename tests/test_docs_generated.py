@@ -1,6 +1,6 @@
 """Generated docs stay generated: README's quality table and docs/results.md's tables equal what
 `python scripts/results_tables.py --fill README.md docs/results.md` writes from the result files, and the
-option tables equal what `python -m qrhead_integrations._adapter` writes (tests/test_adapters_options.py)."""
+option tables equal what `python -m qrhead_integrations.adapters.docs_tables` writes (tests/test_adapters_options.py)."""
 
 from __future__ import annotations
 

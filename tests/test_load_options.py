@@ -78,7 +78,8 @@ def test_values_are_kept_as_given_and_replace_checks_names(tmp_path):
 
 
 def test_adapter_fields_are_the_load_options():
-    from qrhead_integrations._adapter import LOADER_FIELDS, ScorerConfig
+    from qrhead_integrations.adapters.fields import ScorerConfig
+    from qrhead_integrations.adapters.settings import LOADER_FIELDS
 
     assert [n for n in LOADER_FIELDS if n != "heads"] == list(LOAD_OPTION_NAMES)
     for name, spec in SPECS.items():

@@ -179,10 +179,10 @@ def test_default_settings_give_select_chunks_results_everywhere(scorer):
 
 
 def test_chunk_selection_doc_holds_the_current_table():
-    from qrhead_integrations._adapter import SELECTION_DOC, SELECTION_TABLE_START, render_selection_options
+    from qrhead_integrations.adapters.docs_tables import SELECTION_DOC, SELECTION_TABLE_START, render_selection_options
 
     text = (REPO / SELECTION_DOC).read_text(encoding="utf-8")
     assert SELECTION_TABLE_START in text
-    assert render_selection_options(text) == text, "run `python -m qrhead_integrations._adapter` to update it"
+    assert render_selection_options(text) == text, "run `python -m qrhead_integrations.adapters.docs_tables` to update it"
     for name in SELECTION_NAMES:
         assert f"| `{name}` |" in text

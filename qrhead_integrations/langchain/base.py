@@ -20,12 +20,8 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field
 
-from .._adapter import (
-    ScorerConfig,
-    copy_metadata,
-    evidence_metadata,
-    first_stage_scores,
-)
+from ..adapters.documents import copy_metadata, evidence_metadata, first_stage_scores
+from ..adapters.fields import ScorerConfig
 from ..engine.batch import RankJob, rank_jobs
 from ..engine.ranking import RankedPassage
 from ._steps import Call, Steps, run_async, run_sync

@@ -15,7 +15,9 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitte
 from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 from typing_extensions import Self
 
-from .._adapter import ChunkCache, copy_metadata, select_many, selection_fields
+from ..adapters.chunk_selection import ChunkCache, select_many
+from ..adapters.documents import copy_metadata
+from ..adapters.fields import selection_fields
 from ..chunks import Chunk, ChunkSelection, SelectedChunk, select_chunks
 from ..selection_options import SELECTION_NAMES, SelectionOptions, with_settings_signature
 from ._steps import Call, Steps

@@ -13,7 +13,8 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 
-from .._adapter import ScorerConfig, copy_metadata, evidence_metadata, first_stage_scores
+from ..adapters.documents import copy_metadata, evidence_metadata, first_stage_scores
+from ..adapters.fields import ScorerConfig
 from ..engine.loading import model_display_name
 from ..engine.prompt import Passage
 from ..engine.ranking import RankedPassage

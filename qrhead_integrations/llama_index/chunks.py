@@ -19,7 +19,8 @@ from llama_index.core.schema import (
     TextNode,
 )
 
-from .._adapter import ChunkCache, copy_metadata, select_many
+from ..adapters.chunk_selection import ChunkCache, select_many
+from ..adapters.documents import copy_metadata
 from ..chunks import Chunk, ChunkSelection, SelectedChunk, select_chunks
 from ..selection_options import SelectionOptions, selection_specs, with_settings_signature
 from .base import QRHeadRerank
