@@ -685,6 +685,16 @@ def cmd_report(args: argparse.Namespace) -> None:
                   f"HotpotQA's given order is the dataset's, not BM25's), (a) is today's first-stage-order placement: "
                   f"the product path's heads' scores differ from the stored masses' by at most "
                   f"{chk['max_abs_diff']:.1e} ({chk['queries']} queries)."]
+    if OUT.with_suffix(".confirm.jsonl").exists():
+        cf = summary["confirm"] = confirm_report(args, fr)
+        lines += ["", "## Confirmation: all 300 SciFact test claims (first-stage order)", "",
+                  f"The shipped default's heads' scores on every test claim (`confirm`; {cf['product_path']} "
+                  f"scored in the product path, the rest read from `decide`). nDCG@10:", "",
+                  "| " + " | ".join(cf["means"]) + " |", "|" + "---|" * len(cf["means"]),
+                  "| " + " | ".join(f"{v:.3f}" for v in cf["means"].values()) + " |", "",
+                  "; ".join(f"{k}: {_fmt(d)}" for k, d in cf["diffs"].items()) + ".",
+                  f"Item 1's choice (B over H) confirmed on all 300: **{cf['confirmed']}** (B = fused with BM25 over "
+                  "the candidates, (a) = fused with the first stage's scores)."]
     OUT.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if tm:

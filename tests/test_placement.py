@@ -150,3 +150,22 @@ def test_random_permutations_of_a_longer_input(ranked):
         rng.shuffle(perm)
         qs = [ps[i] for i in perm]
         assert sorted(zip(qs, ranked.score(QUERY, qs))) == want
+
+
+def test_ties_follow_the_tie_order_not_the_input_order():
+    from qrhead_integrations.engine.ranking import rank_passages
+
+    ps = [Passage(t) for t in "abcd"]
+    opts = ScoringOptions(fusion=None).resolved({})
+    scores = [0.5, 0.7, 0.5, 0.5]
+    assert [r.index for r in rank_passages(ps, scores, opts)] == [1, 0, 2, 3]
+    assert [r.index for r in rank_passages(ps, scores, opts, tie_order=[3, 1, 2, 0])] == [1, 3, 2, 0]
+
+
+def test_ranked_ties_are_settled_by_the_placement(ranked):
+    """Equal final scores (here: equal first-stage scores and heads held equal by duplicates) come out in
+    the placement's order, the same for any input order."""
+    ps = ["Same words here.", "Other text entirely.", "Same words here."]
+    a = [(ps[r.index], r.score) for r in ranked.rank(QUERY, ps)]
+    b = [(ps[::-1][r.index], r.score) for r in ranked.rank(QUERY, ps[::-1])]
+    assert a == b

@@ -90,14 +90,21 @@ def rank_passages(passages: Sequence[Passage], scores: Sequence[float], options:
                   top_k: int | None = None, truncated: Sequence[bool] | None = None,
                   window_of: Sequence[int] | None = None,
                   first_stage_scores: Sequence[float] | None = None,
-                  scored: Sequence[Passage] | None = None) -> list[RankedPassage]:
-    """Passages best first (ties keep input order), fused, cut off by the thresholds, at most ``top_k``.
-    ``scored``: the passages as scored (cut where ``truncated``), when they differ from ``passages``."""
+                  scored: Sequence[Passage] | None = None,
+                  tie_order: Sequence[int] | None = None) -> list[RankedPassage]:
+    """Passages best first, fused, cut off by the thresholds, at most ``top_k``. Equal scores keep input
+    order, or the order of ``tie_order`` (input positions, e.g. the ``"ranked"`` placement's, so that ties
+    too are settled without the input order). ``scored``: the passages as scored (cut where
+    ``truncated``), when they differ from ``passages``."""
     n = len(scores)
     final = list(scores)
     if options.fusion is not None:
         final = fuse(scores, first_stage_scores, options.fusion, options.fusion_weight, options.rrf_k)
-    order = sorted(range(n), key=lambda i: (-final[i], i))
+    tie = list(range(n))
+    if tie_order is not None:
+        for pos, i in enumerate(tie_order):
+            tie[i] = pos
+    order = sorted(range(n), key=lambda i: (-final[i], tie[i]))
     if options.score_threshold is not None:
         order = [i for i in order if final[i] >= options.score_threshold]
     if options.relative_score_threshold is not None and n:

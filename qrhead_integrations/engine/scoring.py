@@ -256,7 +256,8 @@ class EncodedPassages:
 
     def rank(self, query: str, top_k: int | None = None,
              first_stage_scores: Sequence[float] | None = None, *, evidence: int = 0) -> list[RankedPassage]:
-        """Passages best first (ties keep input order); fused with the first stage if configured.
+        """Passages best first (ties keep input order; with ``candidate_order="ranked"``, the placement's order);
+        fused with the first stage if configured.
         ``evidence=N``: each result carries its N sentences with the most of the heads' mass."""
         check_top_k(top_k)
         fs = check_first_stage_scores(first_stage_scores, len(self.layout))
@@ -271,7 +272,8 @@ class EncodedPassages:
         passages = layout.originals or layout.passages
         options, fs = self.scorer.first_stage_for(query, passages, fs)
         ranked = rank_passages(passages, scores, options, top_k=top_k, truncated=layout.truncated,
-                               window_of=layout.window_of, first_stage_scores=fs, scored=layout.passages)
+                               window_of=layout.window_of, first_stage_scores=fs, scored=layout.passages,
+                               tie_order=enc._order)
         if evidence:
             found = enc._evidence(combined, [r.index for r in ranked], evidence)
             ranked = [dataclasses.replace(r, evidence=found.get(r.index, ())) for r in ranked]
