@@ -159,14 +159,12 @@ def plan_layout(tokenizer: Any, passages: Sequence[Passage], *, order: Sequence[
 
 def _to_input_positions(layout: Layout, order: list[int], passages: Sequence[Passage]) -> Layout:
     """``layout`` of the passages in ``order`` with every position mapped back to the input's."""
-    n = len(order)
     items: list[Passage] = list(layout.passages)
     truncated = list(layout.truncated)
     for j, i in enumerate(order):
         items[i], truncated[i] = layout.passages[j], layout.truncated[j]
     prompts = tuple(dataclasses.replace(wp, indices=tuple(order[j] for j in wp.indices)) for wp in layout.prompts)
     windows = tuple(tuple(order[j] for j in w) for w in layout.windows)
-    assert len(items) == n
     return dataclasses.replace(layout, passages=tuple(items), truncated=tuple(truncated), windows=windows,
                                prompts=prompts, originals=tuple(passages))
 

@@ -266,11 +266,11 @@ class EncodedPassages:
     def _rank(self, query: str, top_k: int | None, fs: list[float] | None, evidence: int) -> list[RankedPassage]:
         query = check_query(query)
         self._check_room(query)
-        enc = self._for(query, fs)
+        passages = self.layout.originals or self.layout.passages  # every order's layout holds the same ones
+        options, fs = self.scorer.first_stage_for(query, passages, fs)
+        enc = self._for(query, fs)  # "ranked" places by exactly the scores the ranking fuses with
         scores, combined = enc._score(query)
         layout = enc.layout
-        passages = layout.originals or layout.passages
-        options, fs = self.scorer.first_stage_for(query, passages, fs)
         ranked = rank_passages(passages, scores, options, top_k=top_k, truncated=layout.truncated,
                                window_of=layout.window_of, first_stage_scores=fs, scored=layout.passages,
                                tie_order=enc._order)
