@@ -67,6 +67,29 @@ default placement; the 60 already scored are read from `decide`, which the produ
 (a) fused with the first stage's scores, and BM25, with paired intervals of B - H, B - BM25 and
 (a) - BM25. Item 1's choice is reported as confirmed on all 300 unless B - H has its upper end below 0.
 The shuffled order on all 300 (another ~35 CPU minutes) is left for a later run.
+
+Placement, the requirement (written 2026-12-06 after `place` and `confirm`, before `confirm-ranked`). The
+placement rule above asked a quality question (is 'ranked' free?) and answered it: no, it costs 0.016-0.025
+where a caller hands over a ranking without its scores. But the product requirement is order-freedom, not
+a quality trade: issue #25 item 1 ("the fusion step uses no order information"; "the top passage is the
+same in the given and the reversed order") and the guide ("the same ranking for the same input, in any
+input order"). Among the placements, 'ranked' is the only one that meets it at one forward pass ('both'
+makes given and reversed agree at twice the cost, not any permutation). So the shipped default records
+candidate_order='ranked', and the docs state its measured cost and how to keep the old placement
+(candidate_order='reversed': the first input passage next to the query) when the input order is itself a
+ranking. This is a decision on requirements, recorded here; the quality rule's verdict stays in the
+report as it was.
+
+Confirmation of 'ranked' on all 300 SciFact test claims (`confirm-ranked`, written before its run; no
+choice depends on it). With 'ranked' the prompt does not depend on the input order, so one product-path
+pass per claim covers both orders. (b) no scores: placed and fused by BM25 over the candidates: the 60
+claims of `place` are reused, the other 240 are scored in the product path. (a) with the first stage's
+scores: placed by them, which is the layout `confirm` scored in first-stage order, so `confirm`'s heads
+give (a) for every input order. `report` gives over the 300: B-ranked, (a), BM25, and B with the
+'reversed' placement in first-stage order (`confirm`), with paired intervals of B-ranked - BM25 and
+B-ranked - B-reversed (first-stage order). Expected from the 60: B-ranked about 0.02 below B-reversed in
+first-stage order, level with or above B-reversed in shuffled order (not measured on all 300 for
+'reversed').
 """
 
 from __future__ import annotations
