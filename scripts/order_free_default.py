@@ -7,6 +7,7 @@ that decides it.
     python scripts/order_free_default.py decide     # item 1: the chosen set's scores from the stored masses
     python scripts/order_free_default.py place      # placement: the chosen set, product path, 'ranked'
     python scripts/order_free_default.py confirm    # the default on all 300 SciFact test claims
+    python scripts/order_free_default.py confirm-ranked  # 'ranked' placement on all 300 (no scores)
     python scripts/order_free_default.py report     # docs/results/order-free-default.{json,md} + the plot
 
 `frontier` and `decide` read the per-head masses stored by `bash scripts/quality_study.sh collect-smollm2`
@@ -475,6 +476,67 @@ def cmd_confirm(args: argparse.Namespace) -> None:
     log(f"wrote {path.relative_to(REPO)}")
 
 
+def cmd_confirm_ranked(args: argparse.Namespace) -> None:
+    """'ranked' placement without scores (placed and fused by BM25 over the candidates) on all 300 SciFact
+    test claims, product path; the 60 of `place` are reused (one JSON line per claim; a rerun resumes)."""
+    from qrhead_integrations.engine.lexical import passage_bm25
+    from qrhead_integrations.engine.placement import ranked_order
+    from qrhead_integrations.engine.prompt import as_passage
+    from qrhead_integrations.eval.sets import load_set
+
+    path = OUT.with_suffix(".confirm-ranked.jsonl")
+    done = {json.loads(line)["qid"] for line in path.read_text().splitlines()} if path.exists() else set()
+    placed = {r["qid"]: r for r in map(json.loads, OUT.with_suffix(".place.jsonl").read_text().splitlines())
+              if r["set"] == "scifact-test" and r["config"] == "b"}
+    data = load_set("scifact-test", args.data)
+    scorer = _scorer(candidate_order="reversed")
+    log(f"scorer: {scorer!r}; {len(data.items)} claims, {len(done)} done, {len(placed)} from place")
+    with path.open("a") as f:
+        for it in data.items:
+            if it.qid in done:
+                continue
+            t0 = time.perf_counter()
+            passages = [as_passage(p, i) for i, p in enumerate(it.passages)]
+            order = ranked_order(passage_bm25(it.query, passages), passages)
+            if it.qid in placed:
+                if placed[it.qid]["order"] != list(order):
+                    raise SystemExit(f"{it.qid}: place.jsonl was placed differently")
+                heads, source = placed[it.qid]["heads"], "place"
+            else:
+                got = scorer.score(it.query, [passages[i] for i in order])
+                heads = [0.0] * len(order)
+                for j, i in enumerate(order):
+                    heads[i] = got[j]
+                source = "product path"
+            f.write(json.dumps({"qid": it.qid, "order": list(order), "heads": heads, "source": source,
+                                "seconds": time.perf_counter() - t0}) + "\n")
+            f.flush()
+    log(f"wrote {path.relative_to(REPO)}")
+
+
+def confirm_ranked_report(args: argparse.Namespace, fr: dict[str, Any], cf: dict[str, Any]) -> dict[str, Any]:
+    """B with 'ranked' placement over all 300 claims against BM25 and against B with 'reversed'
+    placement in first-stage order (`confirm`)."""
+    from qrhead_integrations.engine.fusion import fuse
+    from qrhead_integrations.eval.sets import load_set
+
+    name, entry = _chosen(fr)
+    w = entry["fusion_weight"]
+    rows = {r["qid"]: r for r in map(json.loads, OUT.with_suffix(".confirm-ranked.jsonl").read_text().splitlines())}
+    data = load_set("scifact-test", args.data)
+    if len(rows) != len(data.items):
+        raise SystemExit(f"confirm-ranked: {len(rows)} of {len(data.items)} claims scored; run confirm-ranked")
+    b_ranked = {it.qid: np.asarray(fuse(np.asarray(rows[it.qid]["heads"]), _local_bm25(it), "linear", w))
+                for it in data.items}
+    per = {"B-ranked": _per_query(data, b_ranked), "B-reversed (first-stage order)": cf["per_query"]["B"],
+           "(a)": cf["per_query"]["(a)"], "BM25": cf["per_query"]["BM25"]}
+    diffs = {"B-ranked - BM25": _diff(per["B-ranked"], per["BM25"]),
+             "B-ranked - B-reversed (first-stage order)": _diff(per["B-ranked"],
+                                                                per["B-reversed (first-stage order)"])}
+    return {"queries": len(data.items), "means": {m: float(np.mean(list(v.values()))) for m, v in per.items()},
+            "diffs": diffs, "product_path": sum(r["source"] == "product path" for r in rows.values())}
+
+
 def confirm_report(args: argparse.Namespace, fr: dict[str, Any]) -> dict[str, Any]:
     from qrhead_integrations.engine.fusion import fuse
     from qrhead_integrations.eval.sets import load_set
@@ -718,6 +780,15 @@ def cmd_report(args: argparse.Namespace) -> None:
                   "; ".join(f"{k}: {_fmt(d)}" for k, d in cf["diffs"].items()) + ".",
                   f"Item 1's choice (B over H) confirmed on all 300: **{cf['confirmed']}** (B = fused with BM25 over "
                   "the candidates, (a) = fused with the first stage's scores)."]
+        if OUT.with_suffix(".confirm-ranked.jsonl").exists():
+            cr = summary["confirm_ranked"] = confirm_ranked_report(args, fr, cf)
+            lines += ["", "## Confirmation of 'ranked' on all 300 SciFact test claims (any input order)", "",
+                      f"`confirm-ranked` ({cr['product_path']} claims in the product path, the rest from `place`): "
+                      "with 'ranked' the prompt does not depend on the input order, so each value holds for every "
+                      "order; B-reversed is today's placement in first-stage order only. nDCG@10:", "",
+                      "| " + " | ".join(cr["means"]) + " |", "|" + "---|" * len(cr["means"]),
+                      "| " + " | ".join(f"{v:.3f}" for v in cr["means"].values()) + " |", "",
+                      "; ".join(f"{k}: {_fmt(d)}" for k, d in cr["diffs"].items()) + "."]
     OUT.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if tm:
@@ -758,12 +829,12 @@ def _plot(fr: dict[str, Any], tm: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("frontier", "time", "decide", "place", "confirm", "report"))
+    p.add_argument("step", choices=("frontier", "time", "decide", "place", "confirm", "confirm-ranked", "report"))
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--queries", type=int, default=10, help="time: SciFact test queries per round")
     p.add_argument("--rounds", type=int, default=3, help="time: rounds (the median is reported)")
     args = p.parse_args(argv)
-    {"frontier": cmd_frontier, "time": cmd_time, "decide": cmd_decide, "place": cmd_place, "confirm": cmd_confirm,
+    {"frontier": cmd_frontier, "time": cmd_time, "decide": cmd_decide, "place": cmd_place, "confirm": cmd_confirm, "confirm-ranked": cmd_confirm_ranked,
      "report": cmd_report}[args.step](args)
 
 
