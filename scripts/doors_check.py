@@ -105,13 +105,13 @@ def doors(scorer: Any) -> dict[str, Any]:
 
 REFERENCES = ("BM25 over the candidates", "heads alone (first_stage=None)",
               "default, both placements (candidate_order='both', 2x cost)",
-              "default, placed by score (candidate_order='ranked', 1x cost)")
+              "default, first input next to the query (candidate_order='reversed', before issue #25's end)")
 
 
 def references(scorer: Any) -> dict[str, Any]:
     """Not doors: BM25 over the candidates alone, the heads alone, the default reading both placements (an
-    input and its reverse then get the same scores) and the default placed by score (any input order then
-    gives the same prompt)."""
+    input and its reverse then get the same scores) and the default with the first input next to the query
+    (the placement before the default became 'ranked')."""
     from qrhead_integrations.first_stage import bm25_scores
 
     def ranked(scores: list[float]) -> list[tuple[int, float]]:
@@ -123,7 +123,7 @@ def references(scorer: Any) -> dict[str, Any]:
     return {REFERENCES[0]: lambda q, c: ranked(bm25_scores(q, c)),
             REFERENCES[1]: ranking(scorer.with_options(first_stage=None)),
             REFERENCES[2]: ranking(scorer.with_options(candidate_order="both")),
-            REFERENCES[3]: ranking(scorer.with_options(candidate_order="ranked"))}
+            REFERENCES[3]: ranking(scorer.with_options(candidate_order="reversed"))}
 
 
 def main(argv: list[str] | None = None) -> int:

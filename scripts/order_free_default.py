@@ -534,7 +534,8 @@ def confirm_ranked_report(args: argparse.Namespace, fr: dict[str, Any], cf: dict
              "B-ranked - B-reversed (first-stage order)": _diff(per["B-ranked"],
                                                                 per["B-reversed (first-stage order)"])}
     return {"queries": len(data.items), "means": {m: float(np.mean(list(v.values()))) for m, v in per.items()},
-            "diffs": diffs, "product_path": sum(r["source"] == "product path" for r in rows.values())}
+            "diffs": diffs, "per_query": per,
+            "product_path": sum(r["source"] == "product path" for r in rows.values())}
 
 
 def confirm_report(args: argparse.Namespace, fr: dict[str, Any]) -> dict[str, Any]:

@@ -56,15 +56,18 @@ def test_default_is_the_measured_configuration(scorer):
     assert scorer.effective_options.fusion == "linear" == rec["fusion"]
     assert scorer.effective_options.fusion_weight == rec["fusion_weight"]
     assert "first_stage" in rec and scorer.effective_options.first_stage == rec["first_stage"]
+    # placed by the scores it fuses with: the same ranking for any input order (issue #25)
+    assert rec["candidate_order"] == scorer.effective_options.candidate_order == "ranked"
     assert scorer.heads.info.get("recommended_options_evidence", "").startswith("docs/quality.md")
 
 
 def test_the_mountain_example_with_and_without_first_stage_scores(scorer):
     """The issue's example, through both adapters as users call them: with first-stage scores they fuse as
     ``scorer.rank(first_stage_scores=...)`` does; without, they rank exactly as ``scorer.rank`` does, and
-    the input order changes nothing but the heads' own position bias (#25): here it decides between Everest
-    and K2, which BM25 over the four scores alike. ``candidate_order="both"`` reads both placements, so the
-    given and the reversed order get the same scores (docs/quality.md)."""
+    the input order changes nothing: the default places the passages by the scores it fuses with
+    (``candidate_order="ranked"``, #25). With the first input passage next to the query
+    (``candidate_order="reversed"``) the heads' position bias decides between Everest and K2, which BM25
+    over the four scores alike (docs/quality.md)."""
     from langchain_core.documents import Document
     from llama_index.core.schema import NodeWithScore, TextNode
 
@@ -94,11 +97,10 @@ def test_the_mountain_example_with_and_without_first_stage_scores(scorer):
             [NodeWithScore(node=TextNode(text=t)) for t in texts], query_str=query)
         assert [(n.node.text, n.score) for n in got] == want
         tops.add(tuple(want))
-    assert len(tops) == 2  # the heads' position bias
-    both = scorer.with_options(candidate_order="both")
-    given, rev = both.rank(query, first_stage), both.rank(query, first_stage[::-1])
-    assert [first_stage[r.index] for r in given] == [first_stage[::-1][r.index] for r in rev]
-    np.testing.assert_allclose([r.score for r in given], [r.score for r in rev], atol=1e-6)
+    assert len(tops) == 1  # any input order: the same passages, the same scores
+    by_order = scorer.with_options(candidate_order="reversed")
+    tops = {texts[by_order.rank(query, texts, top_k=1)[0].index] for texts in (first_stage, first_stage[::-1])}
+    assert len(tops) == 2  # the heads' position bias, when the input order places the passages
 
 
 def test_detected_heads_beat_random_heads(scorer):
