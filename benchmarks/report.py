@@ -366,21 +366,27 @@ def write_report(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, 
     mq = [r for r in res.rows if r.get("job", {}).get("method") == "multiquery"]
     if mq:
         lines += ["## Several queries over the same passages", "",
-                  "`enc = scorer.encode(passages)`; `enc.score(q)` per query. The passages' KV cache is computed "
-                  "once; the null query's masses once per encoding; each further query runs only its own "
-                  "suffix (instruction, query and chat tail: ~50 tokens) over the cache.", ""]
+                  "`enc = scorer.encode(passages)`; `enc.score(q)` per query. With a placement that does not "
+                  "depend on the query (`candidate_order=\"as_given\"` or `\"reversed\"`) the passages' KV cache "
+                  "is computed once, the null query's masses once per encoding, and each further query runs only "
+                  "its own suffix (instruction, query and chat tail: ~50 tokens) over the cache. The embedded "
+                  "default places passages by each query's BM25 (`\"ranked\"`, so that any input order ranks "
+                  "the same): a query that places them differently pays the passages' forward again (last "
+                  "column).", ""]
         rows = []
         for r in mq:
             j = r["job"]
             if r.get("status") == "ok":
-                ex = r["extra_query_s"]
+                ex, dx = r["extra_query_s"], r.get("default_extra_query_s")
                 rows.append([j["model"], _tok(j["tokens"]), _secs(r["first_s"]),
                              f"{_secs(statistics.median(ex))} ({', '.join(_secs(x) for x in ex)})",
-                             f"{100 * r['extra_over_first']:.1f}%", _mib(r.get("peak_bytes"))])
+                             f"{100 * r['extra_over_first']:.1f}%", _mib(r.get("peak_bytes")),
+                             f"{_secs(statistics.median(dx))} ({r.get('default_placement')})" if dx else ""])
             else:
-                rows.append([j["model"], _tok(j["tokens"]), r.get("status", ""), r.get("reason", "")[:60], "", ""])
+                rows.append([j["model"], _tok(j["tokens"]), r.get("status", ""), r.get("reason", "")[:60], "", "",
+                             ""])
         lines += _table(["model", "tokens", "first query (s)", "each extra query (s)", "extra / first",
-                         "peak MiB"], rows) + [""]
+                         "peak MiB", "each extra query, default placement (s)"], rows) + [""]
 
     rg = [r for r in res.rows if r.get("job", {}).get("method") == "rankgpt"]
     if rg:

@@ -194,9 +194,14 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     t_start = time.perf_counter()
     try:
         if method == "multiquery":
-            mq = W.multiquery(bm, wl, timer)
+            mq = W.multiquery(bm, wl, timer, candidate_order="as_given")  # a placement that needs no query
             result.update(first_s=mq.first_s, extra_query_s=mq.extra_query_s,
-                          extra_over_first=statistics.median(mq.extra_query_s) / mq.first_s)
+                          extra_over_first=statistics.median(mq.extra_query_s) / mq.first_s,
+                          placement="as_given")
+            dq = W.multiquery(bm, wl, timer)  # the head set's own placement
+            result.update(default_first_s=dq.first_s, default_extra_query_s=dq.extra_query_s,
+                          default_placement=bm.heads.info.get("recommended_options", {}).get("candidate_order",
+                                                                                             "reversed"))
             times = [mq.first_s]
         else:
             run = W.prepare(method, bm, wl)

@@ -268,6 +268,8 @@ class Workload:
 
 def pack(tokenizer: Any, target_tokens: int, n_passages: int, n_queries: int = 5) -> Workload:
     """``n_passages`` passages cut from a stream of real text so the whole prompt has ~``target_tokens``."""
+    from qrhead_integrations.engine.lexical import passage_bm25
+    from qrhead_integrations.engine.placement import ranked_order
     from qrhead_integrations.engine.prompt import Passage, build_prompt
 
     qs = queries(n_queries)
@@ -313,6 +315,11 @@ def pack(tokenizer: Any, target_tokens: int, n_passages: int, n_queries: int = 5
         quota -= 1
         passages = make(quota)
         prompt = build_prompt(tokenizer, [Passage(t) for t in reversed(passages)], query)
+    # Hand the passages over in the order candidate_order="ranked" places them for the query (BM25 over
+    # them, best first): 'ranked' and 'reversed' then build this same prompt, so every method runs it.
+    placed = [Passage(t) for t in passages]
+    passages = [passages[i] for i in ranked_order(passage_bm25(query, placed), placed)]
+    prompt = build_prompt(tokenizer, [Passage(t) for t in reversed(passages)], query)
     null_prompt = build_prompt(tokenizer, [Passage(t) for t in reversed(passages)], "N/A")
     return Workload(passages, query, qs[1:], prompt, null_prompt, source)
 
@@ -556,10 +563,14 @@ class MultiQuery:
     extra_query_s: list[float] = field(default_factory=list)  # each further query on the same encoding
 
 
-def multiquery(bm: BenchModel, wl: Workload, timer: Callable[[], float]) -> MultiQuery:
+def multiquery(bm: BenchModel, wl: Workload, timer: Callable[[], float],
+               candidate_order: str = "auto") -> MultiQuery:
+    """``candidate_order="auto"``: the head set's placement (the embedded default's 'ranked' places by each
+    query's BM25, so a query that places the passages differently pays their forward again); a fixed
+    placement ('as_given', 'reversed') shares one forward among all queries."""
     from qrhead_integrations import QRHeadScorer
 
-    scorer = QRHeadScorer.from_model(bm.model, bm.tokenizer, heads=bm.heads)
+    scorer = QRHeadScorer.from_model(bm.model, bm.tokenizer, heads=bm.heads, candidate_order=candidate_order)
     t0 = timer()
     enc = scorer.encode(wl.passages)
     enc.score(wl.query)

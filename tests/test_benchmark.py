@@ -50,10 +50,23 @@ def test_implementations_agree(tiny):
     np.testing.assert_allclose(out["naive"], engine, rtol=0, atol=1e-6)  # transformers' own eager maps
 
 
+def test_engine_agrees_with_reference_under_the_ranked_placement(tiny):
+    """The embedded default places passages by BM25 ('ranked'); the workload hands them over in that order,
+    so the engine's prompt is the one the other methods run."""
+    from qrhead_integrations import QRHeadScorer
+
+    wl = W.pack(tiny.tokenizer, 400, 6)
+    ranked = QRHeadScorer.from_model(tiny.model, tiny.tokenizer, heads=tiny.heads, candidate_order="ranked")
+    engine = np.asarray(ranked.score(wl.query, wl.passages))
+    np.testing.assert_allclose(W.prepare("reference", tiny, wl)(), engine, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ranked.score(wl.query, wl.passages[::-1])[::-1], engine, rtol=0, atol=1e-9)
+
+
 def test_multiquery_and_rankgpt(tiny):
     wl = W.pack(tiny.tokenizer, 300, 4)
-    mq = W.multiquery(tiny, wl, __import__("time").perf_counter)
-    assert mq.first_s > 0 and len(mq.extra_query_s) == 4
+    for placement in ("auto", "as_given", "ranked"):
+        mq = W.multiquery(tiny, wl, __import__("time").perf_counter, candidate_order=placement)
+        assert mq.first_s > 0 and len(mq.extra_query_s) == 4
     out = W.prepare("rankgpt", tiny, wl)()
     target = len(tiny.tokenizer(" > ".join(f"[{i}]" for i in range(4, 0, -1)), add_special_tokens=False)["input_ids"])
     assert out["new_tokens"] == target + 1 and out["prompt_tokens"] > wl.tokens
