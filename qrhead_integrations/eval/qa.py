@@ -11,12 +11,17 @@ Two long-context QA tasks from ``../shared/data``:
   distractors from other questions' passages that do not contain the answer
   (:func:`~.sets.nq_multidoc`); distractors in BM25 order, the gold passage first, in the middle or last
   (cycled over the questions).
+- ``hotpotqa``: multi-hop HotpotQA questions with answers (the converted "hard" distractor sample,
+  :mod:`.hotpotqa`); the candidates are paragraphs, gold = the two supporting paragraphs; ``distractor``:
+  the question's own 10 paragraphs, ``haystack``: those plus 40 of other questions, shuffled (seeded).
+  Scored also by HotpotQA's official answer EM and F1.
 
-Every selector gets the same generator token budget; selected chunks are handed over in document order
-(``*-rank-order``: best first). Selectors: ``full`` (everything, no selection), ``oracle`` (the gold
-chunks only), ``bm25``, ``dense`` (all-MiniLM-L6-v2), ``qrhead`` (the embedded SmolLM2 scorer, its
-registered heads), ``qrhead-gen`` (the generator's own weights and its registered head set:
-:func:`~qrhead_integrations.llama_index.llm.scorer_from_llm` on the generator's LLM object),
+Every selector gets the same generator token budget (and/or at most ``top_k`` chunks: ``--k``); selected
+chunks are handed over in document order (``*-rank-order``: best first). Selectors: ``full``
+(everything, no selection), ``oracle`` (the gold chunks only), ``bm25``, ``dense`` (all-MiniLM-L6-v2),
+``qrhead`` (the embedded SmolLM2 scorer, its registered heads), ``qrhead-gen`` (the generator's own
+weights and its registered head set: :func:`~qrhead_integrations.llama_index.llm.scorer_from_llm` on the
+generator's LLM object),
 ``all-heads`` and ``random-heads`` (SmolLM2: every head; 16 random heads), ``qrhead-trim`` (``qrhead``
 with each chunk trimmed to its evidence sentences, :func:`~qrhead_integrations.chunks.select_chunks`'
 ``trim_to_evidence``), ``qrhead-bm25`` (``qrhead``'s pass fused with BM25 over the chunks as the first
@@ -97,6 +102,7 @@ class QAItem:
     chunks: list[Chunk]
     gold: list[int]
     position: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # task fields copied into the record (hotpotqa: type, ...)
 
 
 def squad_items(root: str | Path, tokenizer: Any, *, articles: int = 12, per_article: int = 5,
@@ -392,17 +398,20 @@ def _bm25_scores(item: QAItem, state: GroupState, texts: Sequence[str]) -> list[
     return index.scores(item.question)
 
 
-def select(name: str, budget: int, item: QAItem, scorers: Scorers, state: GroupState, questions: Sequence[str],
-           count_tokens: Callable[[str], int]) -> tuple[ChunkSelection, float]:
-    """The context a selector hands over for ``item`` (document order unless ``*-rank-order``)."""
+def select(name: str, budget: int | None, item: QAItem, scorers: Scorers, state: GroupState,
+           questions: Sequence[str], count_tokens: Callable[[str], int], top_k: int | None = None
+           ) -> tuple[ChunkSelection, float]:
+    """The context a selector hands over for ``item`` (document order unless ``*-rank-order``): the
+    ranking's best chunks within ``budget`` generator tokens and at most ``top_k`` chunks (None: no limit)."""
     if name == "oracle":
         return select_from_ranking(item.question, item.chunks, ranking([1.0 if c.index in item.gold else 0.0
                                                                         for c in item.chunks])[:len(item.gold)],
-                                   token_budget=budget, keep_document_order=True, count_tokens=count_tokens), 0.0
+                                   token_budget=budget, top_k=top_k, keep_document_order=True,
+                                   count_tokens=count_tokens), 0.0
     source = {"qrhead-rank-order": "qrhead", "qrhead-trim": "qrhead"}.get(name, name)
     ranked, seconds = source_ranking(source, item, scorers, state, questions)
     t = clock()
-    sel = select_from_ranking(item.question, item.chunks, ranked, token_budget=budget,
+    sel = select_from_ranking(item.question, item.chunks, ranked, token_budget=budget, top_k=top_k,
                               keep_document_order=name != "qrhead-rank-order", count_tokens=count_tokens,
                               trim_to_evidence=scorers.evidence if name == "qrhead-trim" else None,
                               evidence_context=scorers.evidence_context)
@@ -482,13 +491,14 @@ def records_elsewhere(jsonl: Path, setup: dict[str, Any], generator_name: str) -
 
 
 def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[str], scorers: Scorers, *,
-           budget: int = 512, jsonl: str | Path, show_progress: bool = True, task: str = "",
-           setup: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+           budget: int | None = 512, jsonl: str | Path, show_progress: bool = True, task: str = "",
+           setup: dict[str, Any] | None = None, top_k: int | None = None) -> list[dict[str, Any]]:
     """Answer every item with every selector; one JSONL line per question, written as it is done. A rerun
     resumes: a question already in ``jsonl`` is skipped, or, when its record lacks some of ``selectors``,
     answered with those only and written again (the last line of an id wins). ``setup`` (see
     :func:`run_setup`) is stored with each record; resuming records of another setup or generator is an
-    error. Returns all records of ``items``."""
+    error. ``top_k``: at most this many chunks per selector besides the budget (``task="hotpotqa"``: also
+    HotpotQA's answer EM and F1). Returns all records of ``items``."""
     from tqdm.auto import tqdm
 
     specs = [(s, *parse_selector(s, budget)) for s in selectors]
@@ -519,7 +529,7 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
             full = _full_context(need_full, generator) if need_full else {}
             for it in todo:
                 rec = _answer_item(it, missing(it), generator, scorers, state, questions, full, task,
-                                   previous=done.get(it.id))
+                                   previous=done.get(it.id), top_k=top_k)
                 if setup is not None:
                     rec["setup"] = setup
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -548,7 +558,7 @@ def _full_context(items: Sequence[QAItem], generator: Generator) -> dict[str, tu
 
 def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: Generator, scorers: Scorers,
                  state: GroupState, questions: Sequence[str], full: dict[str, tuple[str, float]],
-                 task: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+                 task: str, previous: dict[str, Any] | None = None, top_k: int | None = None) -> dict[str, Any]:
     """One question's record: every selector of ``specs`` added to ``previous`` (a record of an earlier
     run, not changed) or to a new record."""
     gold = set(it.gold)
@@ -556,6 +566,7 @@ def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: G
                            "question": it.question, "answers": it.answers, "gold": it.gold,
                            "n_chunks": len(it.chunks), "doc_tokens": generator.count_tokens(it.document),
                            "generator": generator.name, "selectors": {}}
+    rec.update(it.meta)
     if previous is not None:
         rec["selectors"] = dict(previous["selectors"])
     answered: dict[str, tuple[str, float]] = {}
@@ -567,7 +578,7 @@ def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: G
             row: dict[str, Any] = {"chunks": list(range(len(it.chunks))), "tokens": rec["doc_tokens"],
                                    "select_s": 0.0, "evidence_recall": 1.0}
         else:
-            sel, sel_s = select(name, budget, it, scorers, state, questions, generator.count_tokens)
+            sel, sel_s = select(name, budget, it, scorers, state, questions, generator.count_tokens, top_k=top_k)
             context = sel.text()
             picked = sorted({c.index for c in sel})
             row = {"chunks": [c.index for c in sel], "spans": [[c.start, c.end] for c in sel],
@@ -582,6 +593,11 @@ def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: G
                 answered[context] = (output, gen_s)
         row.update({"answer_in_context": answer_correct(context, it.answers), "output": output,
                     "correct": answer_correct(output, it.answers), "gen_s": round(gen_s, 3)})
+        if task == "hotpotqa":  # HotpotQA's official answer metrics (one gold answer)
+            from .hotpotqa import exact_match_score, f1_score
+
+            row["em"] = float(exact_match_score(output, it.answers[0]))
+            row["f1"] = round(f1_score(output, it.answers[0])[0], 4)
         rec["selectors"][spec] = row
     rec["wall_s"] = round(time.perf_counter() - wall + (previous or {}).get("wall_s", 0.0), 1)
     return rec
@@ -635,6 +651,23 @@ def summarize(records: Sequence[dict[str, Any]], selectors: Sequence[str],
                 d = paired_bootstrap(acc, other)
                 entry[f"vs_{base}"] = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
                                        "significant": d.significant}
+        if all("f1" in x for x in rows):  # hotpotqa: the official answer EM and F1, F1 compared like accuracy
+            f1 = per_q(spec, "f1")
+            entry.update({"em": float(np.mean([x["em"] for x in rows])), "f1": float(np.mean(list(f1.values()))),
+                          "f1_per_question": f1})
+            for base in baselines:
+                other = {r["id"]: float(r["selectors"][base]["f1"]) for r in records
+                         if "f1" in r["selectors"].get(base, {})}
+                if base != spec and other and set(other) & set(f1):
+                    d = paired_bootstrap(f1, other)
+                    entry[f"f1_vs_{base}"] = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
+                                              "significant": d.significant}
+            kinds = sorted({r.get("type") for r in records if r.get("type") and spec in r["selectors"]})
+            entry["f1_by_type"] = {k: float(np.mean([r["selectors"][spec]["f1"] for r in records
+                                                     if r.get("type") == k and spec in r["selectors"]]))
+                                   for k in kinds}
+            entry["n_by_type"] = {k: sum(r.get("type") == k and spec in r["selectors"] for r in records)
+                                  for k in kinds}
         positions = sorted({r.get("position") for r in records if r.get("position")})
         if positions:
             entry["by_position"] = {p: float(np.mean([r["selectors"][spec]["correct"] for r in records
@@ -647,8 +680,12 @@ def summarize(records: Sequence[dict[str, Any]], selectors: Sequence[str],
 def markdown_table(summary: dict[str, Any], title: str) -> str:
     positions = sorted({p for e in summary.values() for p in e.get("by_position", {})},
                        key=lambda p: POSITIONS.index(p) if p in POSITIONS else 9)
+    hotpot = bool(summary) and all("f1" in e for e in summary.values())
+    kinds = sorted({k for e in summary.values() for k in e.get("f1_by_type", {})}) if hotpot else []
     head = ["selector", "n", "accuracy", "vs full", "vs bm25", "evidence recall", "answer in context",
             "context tokens", "select CPU s", "generate CPU s"] + [f"acc. gold {p}" for p in positions]
+    if hotpot:
+        head += ["EM", "F1", "F1 vs full", "F1 vs bm25"] + [f"F1 {k}" for k in kinds]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for spec, e in summary.items():
         def ci(key: str) -> str:
@@ -662,8 +699,15 @@ def markdown_table(summary: dict[str, Any], title: str) -> str:
                  f"{e['evidence_recall']:.2f}", f"{e['answer_in_context']:.2f}", f"{e['tokens']:.0f}",
                  f"{e['select_s']:.1f}", f"{e['gen_s']:.1f}"]
         cells += [f"{e['by_position'].get(p, float('nan')):.2f}" for p in positions] if positions else []
+        if hotpot:
+            cells += [f"{e['em']:.3f}", f"{e['f1']:.3f}", ci("f1_vs_full"), ci("f1_vs_bm25")]
+            cells += [f"{e['f1_by_type'].get(k, float('nan')):.3f}" for k in kinds]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if hotpot:
+        lines.append("HotpotQA: EM and F1 are the official answer metrics (hotpot_evaluate_v1.py); accuracy is the "
+                     "harness's answer containment; evidence recall is the share of the supporting paragraphs "
+                     "in the selected context.")
     lines.append("`*`: the 95% paired bootstrap interval excludes 0. CPU seconds per question at one thread "
                  "(shared work, such as encoding an article once for all its questions, divided among them).")
     return "\n".join(lines) + "\n"
@@ -741,8 +785,8 @@ def memory_probe(loaded: Any, items: Sequence[QAItem], *, smol_model: str | None
 
 def add_qa_parser(esub: Any) -> None:
     q = esub.add_parser("qa", help="end to end: select context of long inputs, a generator answers (SQuAD "
-                                   "articles, NQ multi-document)")
-    q.add_argument("--task", required=True, choices=["squad", "nq"])
+                                   "articles, NQ multi-document, HotpotQA)")
+    q.add_argument("--task", required=True, choices=["squad", "nq", "hotpotqa"])
     q.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     q.add_argument("--generator", default="qwen2.5-coder-0.5b-instruct", help="generator model")
     q.add_argument("--dtype", default=None, help="generator dtype (default float32 on CPU)")
@@ -751,13 +795,25 @@ def add_qa_parser(esub: Any) -> None:
                    help="whose LLM class generates: LlamaIndex HuggingFaceLLM or LangChain ChatHuggingFace")
     q.add_argument("--selectors", nargs="+", default=list(DEFAULT_SELECTORS),
                    help=f"any of {', '.join(SELECTORS)}; NAME@N for another token budget")
-    q.add_argument("--budget", type=int, default=512, help="generator tokens of selected context")
+    q.add_argument("--budget", type=int, default=None,
+                   help="generator tokens of selected context (default 512; with --k, none unless given)")
+    q.add_argument("--k", type=int, default=None,
+                   help="at most this many chunks (hotpotqa: paragraphs) per selector, besides the budget; "
+                        "kept in their order in the input")
     q.add_argument("--limit", type=int, default=None, help="at most this many questions")
     q.add_argument("--articles", type=int, default=12, help="squad: seeded articles")
     q.add_argument("--per-article", type=int, default=5, help="squad: seeded questions per article")
     q.add_argument("--chunk-tokens", type=int, default=128, help="squad: SentenceSplitter chunk size (generator tokens)")
     q.add_argument("--depth", type=int, default=20, help="nq: passages per question (gold + depth-1 distractors)")
     q.add_argument("--skip", type=int, default=1000, help="nq: first question of the seeded order")
+    q.add_argument("--hotpotqa-data", default=None,
+                   help="hotpotqa: the converted sample (default: ~/.cache/qrhead-integrations/data/"
+                        "hotpotqa-hard-100; scripts/convert_hotpotqa_sample.py makes it)")
+    q.add_argument("--setting", choices=["distractor", "haystack"], default="distractor",
+                   help="hotpotqa: the question's own 10 paragraphs, or those plus 40 of other questions "
+                        "(seeded by --seed and the question id)")
+    q.add_argument("--haystack-others", type=int, default=40,
+                   help="hotpotqa haystack: paragraphs drawn from other questions")
     q.add_argument("--max-new-tokens", type=int, default=32)
     q.add_argument("--scorer-model", default=None, help="the small QRHead scorer (default: embedded SmolLM2)")
     q.add_argument("--scorer-heads", default=None, help="heads of the small scorer (default: registered)")
@@ -798,9 +854,19 @@ def cmd_qa(args: Any) -> int:
 
     slug = Path(args.out).stem
     jsonl = Path(args.jsonl) if args.jsonl else cache_root() / "eval" / "qa" / f"{slug}.jsonl"
+    if args.budget is None:  # 512 tokens unless a chunk count alone is asked for
+        args.budget = None if args.k is not None else 512
     if args.report_only:
         return _report_only(args, jsonl)
-    root = Path(args.data) if args.data else shared_data_dir()
+    if args.task == "hotpotqa":
+        from .hotpotqa import default_dir
+
+        root = Path(args.hotpotqa_data).expanduser() if args.hotpotqa_data else default_dir()
+        if not (root / "answers.jsonl").is_file():
+            raise SystemExit(f"qrhead: error: no converted HotpotQA sample in {root}: run "
+                             "scripts/convert_hotpotqa_sample.py (or pass --hotpotqa-data)")
+    else:
+        root = Path(args.data) if args.data else shared_data_dir()
     if root is None or not root.is_dir():
         raise SystemExit("qrhead: error: no data folder: pass --data (the shared data folder)")
     t_load = time.perf_counter()
@@ -809,6 +875,11 @@ def cmd_qa(args: Any) -> int:
     if args.task == "squad":
         items = squad_items(root / "squad-articles", loaded.tokenizer, articles=args.articles,
                             per_article=args.per_article, chunk_tokens=args.chunk_tokens, seed=args.seed)
+    elif args.task == "hotpotqa":
+        from .hotpotqa import hotpotqa_items
+
+        items = hotpotqa_items(root, setting=args.setting, seed=args.seed, others=args.haystack_others,
+                               limit=args.limit)
     else:
         items = nq_items(root / "nq-open-oracle", n=args.limit or 60, depth=args.depth, skip=args.skip,
                          seed=args.seed)
@@ -841,6 +912,11 @@ def cmd_qa(args: Any) -> int:
         scorers.dense = DenseRetriever()
     t0 = time.perf_counter()
     shape = ({"depth": args.depth, "skip": args.skip} if args.task == "nq" else {"chunk_tokens": args.chunk_tokens})
+    if args.task == "hotpotqa":
+        shape = {"setting": args.setting, "top_k": args.k, "data": _data_digest(root),
+                 **({"haystack_others": args.haystack_others} if args.setting == "haystack" else {})}
+    elif args.k is not None:
+        shape["top_k"] = args.k
     setup = run_setup(scorers, budget=args.budget, task=args.task, seed=args.seed, dtype=str(loaded.model.dtype),
                       framework=args.framework, max_new_tokens=args.max_new_tokens, **shape)
     if not args.jsonl and not read_done(jsonl):
@@ -848,11 +924,12 @@ def cmd_qa(args: Any) -> int:
             logger.warning("%s holds answers with this generator and setup; this run (named by --out) starts "
                            "from scratch in %s: pass --jsonl %s to resume those records instead", other, jsonl, other)
     records = run_qa(items, generator, args.selectors, scorers, budget=args.budget, jsonl=jsonl, task=args.task,
-                     setup=setup)
+                     setup=setup, top_k=args.k)
     summary = summarize(records, args.selectors)
     report = {
         "task": args.task, "generator": loaded.name, "dtype": str(loaded.model.dtype), "framework": args.framework,
-        "budget": args.budget, "selectors": args.selectors, "questions": len(records),
+        "budget": args.budget, **({"top_k": args.k} if args.k is not None else {}),
+        "selectors": args.selectors, "questions": len(records),
         "groups": len({r["group"] for r in records}),
         "doc_tokens_mean": float(np.mean([r["doc_tokens"] for r in records])) if records else 0.0,
         "chunks_mean": float(np.mean([r["n_chunks"] for r in records])) if records else 0.0,
@@ -868,13 +945,27 @@ def cmd_qa(args: Any) -> int:
     return 0
 
 
+def _data_digest(folder: Path) -> str:
+    """A short digest of a converted data folder's answers and queries (records of other data never mix)."""
+    h = hashlib.sha1()
+    for name in ("queries.jsonl", "answers.jsonl", "qrels/test.tsv"):
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _write_report(out: Path, report: dict[str, Any], jsonl: Path) -> None:
     import sys
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     title = (f"{report['task']}: {report['questions']} questions, generator {report['generator']} "
-             f"({report['dtype']}), budget {report['budget']} tokens")
+             f"({report['dtype']}), " + (f"budget {report['budget']} tokens" if report["budget"] is not None
+                                         else "no token budget"))
+    if report.get("top_k") is not None:
+        title += f", at most {report['top_k']} chunks"
+    setting = (report.get("settings") or {}).get("setting")
+    if report["task"] == "hotpotqa" and setting:
+        title += f", {setting} setting"
     md = markdown_table(report["summary"], title)
     out.with_suffix(".md").write_text(md)
     print(md)
