@@ -244,15 +244,18 @@ def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def read_hotpotqa(folder: str | Path) -> list[HotpotQuestion]:
+def read_hotpotqa(folder: str | Path, *, answers_required: bool = True) -> list[HotpotQuestion]:
     """The questions of a converted folder (BEIR layout plus ``answers.jsonl``), in ``queries.jsonl``'s
-    order; paragraphs in ``runs/given.trec``'s order (else the ``::<i>`` suffix's)."""
+    order; paragraphs in ``runs/given.trec``'s order (else the ``::<i>`` suffix's). With
+    ``answers_required=False`` a folder without answers (e.g. the shared ``hotpotqa-100``, used for
+    selection only) reads with empty answers."""
     folder = Path(folder)
-    if not (folder / "answers.jsonl").is_file():
+    has_answers = (folder / "answers.jsonl").is_file()
+    if answers_required and not has_answers:
         raise FileNotFoundError(f"{folder / 'answers.jsonl'} is missing: convert the sample first "
                                 "(python scripts/convert_hotpotqa_sample.py)")
     corpus = {d["_id"]: d for d in _jsonl(folder / "corpus.jsonl")}
-    answers = {a["id"]: a for a in _jsonl(folder / "answers.jsonl")}
+    answers = {a["id"]: a for a in _jsonl(folder / "answers.jsonl")} if has_answers else {}
     order: dict[str, list[tuple[int, str]]] = {}
     run = folder / "runs" / "given.trec"
     if run.is_file():
@@ -273,7 +276,7 @@ def read_hotpotqa(folder: str | Path) -> list[HotpotQuestion]:
     out = []
     for q in _jsonl(folder / "queries.jsonl"):
         qid = q["_id"]
-        a = answers[qid]
+        a = answers[qid] if has_answers else {"answer": ""}
         out.append(HotpotQuestion(qid, q["text"], a["answer"], a.get("type", ""), a.get("level", ""),
                                   [corpus[pid] for _, pid in sorted(order[qid])], supporting.get(qid, [])))
     return out
@@ -308,7 +311,7 @@ def paragraph_context(p: dict[str, str]) -> str:
 
 
 def hotpotqa_items(folder: str | Path, *, setting: str = "distractor", seed: int = 0, others: int = 40,
-                   limit: int | None = None) -> list[Any]:
+                   limit: int | None = None, answers_required: bool = True) -> list[Any]:
     """The QA items of a converted folder: one group per question, its candidates the paragraphs of
     ``setting`` (``distractor``: its own 10 in their given order; ``haystack``: :func:`haystack`), gold =
     its supporting paragraphs; ``meta`` holds the answer type and level."""
@@ -317,7 +320,7 @@ def hotpotqa_items(folder: str | Path, *, setting: str = "distractor", seed: int
 
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, not {setting!r}")
-    questions = read_hotpotqa(folder)
+    questions = read_hotpotqa(folder, answers_required=answers_required)
     items = []
     for i, q in enumerate(questions[:limit] if limit is not None else questions):
         paragraphs = q.paragraphs if setting == "distractor" else haystack(questions, i, others=others, seed=seed)
