@@ -14,13 +14,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import repo_root  # noqa: F401  (research/ on sys.path)
 
 from qrhead_integrations import QRHeadScorer
 from qrhead_integrations.engine.fusion import fuse
-from qrhead_integrations.eval.collect import MassStore
 from qrhead_integrations.eval.data import shared_data_dir
-from qrhead_integrations.eval.sets import load_set
-from qrhead_integrations.eval.study import Variant, head_rows, passage_scores
+from research.collect import MassStore
+from research.sets import load_set
+from research.study import Variant, head_rows, passage_scores
 
 
 def main() -> None:

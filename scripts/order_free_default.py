@@ -103,6 +103,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import repo_root  # noqa: F401  (research/ on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -163,7 +164,7 @@ def _diff(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 def detect_limited(detect_sets, shape, limit: int | None, k: int = 32):
     from qrhead_integrations.engine.detection import fit_head_weights, head_criterion
     from qrhead_integrations.engine.heads import HeadSet
-    from qrhead_integrations.eval.study import Variant, head_masses
+    from research.study import Variant, head_masses
 
     masses, golds = [], []
     for s in detect_sets:
@@ -188,8 +189,8 @@ def detect_limited(detect_sets, shape, limit: int | None, k: int = 32):
 def _load(args: argparse.Namespace):
     """The scorer, the detection sets and the evaluation sets with their stored masses."""
     from qrhead_integrations.engine.loading import cache_root
-    from qrhead_integrations.eval.cli import STUDY_PLAN
-    from qrhead_integrations.eval.study import load_sets
+    from research.cli import STUDY_PLAN
+    from research.study import load_sets
 
     scorer = _scorer()
     plan = {"detect": STUDY_PLAN["detect"], "eval": {"scifact-test": [(60, 0)], "nq": [(40, 1000)],
@@ -203,7 +204,8 @@ def _load(args: argparse.Namespace):
 
 def cmd_frontier(args: argparse.Namespace) -> None:
     from qrhead_integrations.engine.heads import resolve_heads
-    from qrhead_integrations.eval.study import _head_set_fn, fit_fusion_weight
+    from research.study import fit_fusion_weight
+    from research.study import head_set_fn as _head_set_fn
 
     scorer, dsets, eval_sets = _load(args)
     shape = scorer.shape
@@ -220,7 +222,7 @@ def cmd_frontier(args: argparse.Namespace) -> None:
     for name, hs in sets.items():
         fn = _head_set_fn(hs, shape.num_heads)
         w = fit_fusion_weight(dsets, fn, "linear")
-        from qrhead_integrations.eval.study import DetectSet
+        from research.study import DetectSet
 
         w_local = fit_fusion_weight([DetectSet(d, s.masses) for d, s in zip(dlocal, dsets)], fn, "linear")
         out["sets"][name] = {"heads": [list(h) for h in hs.heads], "weights": list(hs.weights or ()),
@@ -313,7 +315,7 @@ def cmd_time(args: argparse.Namespace) -> None:
     interleaved round by round; the median round."""
     import torch
 
-    from qrhead_integrations.eval.sets import load_set
+    from research.sets import load_set
 
     fr = _frontier()
     base = _scorer()
@@ -370,7 +372,7 @@ def _input_order(qid: str, n: int, order: str) -> list[int]:
 def cmd_decide(args: argparse.Namespace) -> None:
     """The chosen set's heads' scores for every (set, query, order), from the stored masses."""
     from qrhead_integrations.engine.heads import HeadSet
-    from qrhead_integrations.eval.study import _head_set_fn
+    from research.study import head_set_fn as _head_set_fn
 
     name, entry = _chosen(_frontier())
     scorer, dsets, eval_sets = _load(args)
@@ -395,7 +397,7 @@ def cmd_decide(args: argparse.Namespace) -> None:
 
 
 def _eval_data(args: argparse.Namespace) -> dict[str, Any]:
-    from qrhead_integrations.eval.sets import load_set
+    from research.sets import load_set
 
     rows = _decide_rows()
     out = {}
@@ -453,7 +455,7 @@ def cmd_place(args: argparse.Namespace) -> None:
 def cmd_confirm(args: argparse.Namespace) -> None:
     """The shipped default's heads' scores on all 300 SciFact test claims, first-stage order, product path
     (one JSON line per claim, appended as they finish; a rerun resumes)."""
-    from qrhead_integrations.eval.sets import load_set
+    from research.sets import load_set
 
     path = OUT.with_suffix(".confirm.jsonl")
     done = {json.loads(line)["qid"] for line in path.read_text().splitlines()} if path.exists() else set()
@@ -482,7 +484,7 @@ def cmd_confirm_ranked(args: argparse.Namespace) -> None:
     from qrhead_integrations.engine.lexical import passage_bm25
     from qrhead_integrations.engine.placement import ranked_order
     from qrhead_integrations.engine.prompt import as_passage
-    from qrhead_integrations.eval.sets import load_set
+    from research.sets import load_set
 
     path = OUT.with_suffix(".confirm-ranked.jsonl")
     done = {json.loads(line)["qid"] for line in path.read_text().splitlines()} if path.exists() else set()
@@ -518,7 +520,7 @@ def confirm_ranked_report(args: argparse.Namespace, fr: dict[str, Any], cf: dict
     """B with 'ranked' placement over all 300 claims against BM25 and against B with 'reversed'
     placement in first-stage order (`confirm`)."""
     from qrhead_integrations.engine.fusion import fuse
-    from qrhead_integrations.eval.sets import load_set
+    from research.sets import load_set
 
     name, entry = _chosen(fr)
     w = entry["fusion_weight"]
@@ -540,7 +542,7 @@ def confirm_ranked_report(args: argparse.Namespace, fr: dict[str, Any], cf: dict
 
 def confirm_report(args: argparse.Namespace, fr: dict[str, Any]) -> dict[str, Any]:
     from qrhead_integrations.engine.fusion import fuse
-    from qrhead_integrations.eval.sets import load_set
+    from research.sets import load_set
 
     name, entry = _chosen(fr)
     w = entry["fusion_weight"]

@@ -30,19 +30,19 @@ for step in "${steps[@]}"; do
   needle-detect)
     # Copy-paste retrieval heads (Wu et al.) on pg-essays haystacks (45 trials: 3 lengths x 5 depths x 3
     # needles); shipped as the registry variant "retrieval" with scripts/ship_head_set.py.
-    run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" \
+    run python -m research needle --model smollm2-135m-instruct --essays "$D/pg-essays" \
       --detect-out "$OUT/retrieval-smollm2.heads.json" --out "$OUT/needle-detect-smollm2.json"
     ;;
   needle)
     # Head masking on 30 of those trials (1K and 2K tokens; CPU time): no mask, the QRHead set, the
     # retrieval heads, 16 random heads.
-    run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" --lengths 1024 2048 \
+    run python -m research needle --model smollm2-135m-instruct --essays "$D/pg-essays" --lengths 1024 2048 \
       --mask none qrhead retrieval random:16:0 --out "$OUT/needle-smollm2.json"
     ;;
   needle-4)
     # Masking 16 of SmolLM2's 270 heads, even random ones, already breaks it: mask 4 instead (the top 4
     # QR heads, the top 4 retrieval heads, 2 random sets of 4) on the same 30 trials.
-    run qrhead eval needle --model smollm2-135m-instruct --essays "$D/pg-essays" --lengths 1024 2048 \
+    run python -m research needle --model smollm2-135m-instruct --essays "$D/pg-essays" --lengths 1024 2048 \
       --mask 23-2,21-8,17-3,22-7 18-7,17-3,23-2,18-6 random:4:0 random:4:1 --out "$OUT/needle4-smollm2.json"
     ;;
   smollm2)

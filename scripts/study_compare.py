@@ -17,7 +17,7 @@ from qrhead_integrations.eval.metrics import paired_bootstrap
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("report", help="a study JSON (qrhead eval study --out)")
+    ap.add_argument("report", help="a study JSON (python -m research study --out)")
     ap.add_argument("a", help="method name (a row of the study's tables)")
     ap.add_argument("b", help="the method it is compared with")
     args = ap.parse_args()

@@ -11,7 +11,7 @@ of them (~6.5-10K tokens) take one or two windows of the 135M model's 8K context
 that default, unchanged (``QRHeadScorer.from_pretrained()``, ``rank(query, passages,
 first_stage_scores=bm25)``: the registered head set, its weights and recommended fusion), in first-stage
 order on the study's seeded SciFact test queries, and reads the same queries' 128-token scores of the
-same configuration from the study's store (``qrhead eval collect``; the engine reproduces them to 1e-7,
+same configuration from the study's store (``python -m research collect``; the engine reproduces them to 1e-7,
 ``scripts/check_default_vs_study.py``). Nothing is chosen here: it reports what users get. ``--order
 shuffled`` hands each query's candidates over in the study's seeded shuffled order (with their BM25 scores
 permuted alike), the position-bias check; the study stored that order for its first 60 queries.
@@ -27,18 +27,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import repo_root  # noqa: F401  (research/ on sys.path)
 import torch
 
 from qrhead_integrations import QRHeadScorer
 from qrhead_integrations.engine.fusion import fuse
 from qrhead_integrations.engine.loading import cache_root
-from qrhead_integrations.eval.collect import MassStore
 from qrhead_integrations.eval.data import shared_data_dir
 from qrhead_integrations.eval.first_stage import doc_text
 from qrhead_integrations.eval.masses import shuffle_permutation
 from qrhead_integrations.eval.metrics import mean, paired_bootstrap, per_query, run_from_scores
-from qrhead_integrations.eval.sets import load_set
-from qrhead_integrations.eval.study import Variant, head_rows, passage_scores
+from research.collect import MassStore
+from research.sets import load_set
+from research.study import Variant, head_rows, passage_scores
 
 MEASURES = ("nDCG@10", "R@5", "RR")
 

@@ -11,7 +11,7 @@ from reference import eager_attentions, reference_mass, reference_scores
 from qrhead_integrations import HeadSet, QRHeadScorer
 from qrhead_integrations.engine.capture import AttentionPass, CapturePlan
 from qrhead_integrations.engine.prompt import as_passage, build_prompt
-from qrhead_integrations.eval.needle import HeadMaskPass
+from research.needle import HeadMaskPass
 
 PASSAGES = [
     "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",

@@ -196,7 +196,7 @@ def test_chunk_split_offsets_exact(scorer):
 
 def test_needle_helpers_and_masking(scorer, data_dir):
     from qrhead_integrations import HeadSet
-    from qrhead_integrations.eval.needle import NEEDLES, build_context, prompt_ids, run_trial
+    from research.needle import NEEDLES, build_context, prompt_ids, run_trial
 
     hay = " ".join(f"Filler sentence {i} about nothing in particular." for i in range(400))
     ctx = build_context(hay, scorer.tokenizer, NEEDLES[0], 200, 0.5)

@@ -14,11 +14,10 @@ pytest.importorskip("ir_measures")
 pytest.importorskip("bm25s")
 
 from qrhead_integrations import HeadSet, QRHeadScorer
-from qrhead_integrations.eval.chunks import collect_chunks
-from qrhead_integrations.eval.collect import MassStore, collect
 from qrhead_integrations.eval.masses import shuffle_permutation
-from qrhead_integrations.eval.sets import load_set
-from qrhead_integrations.eval.study import (
+from research.collect import MassStore, collect, collect_chunks
+from research.sets import load_set
+from research.study import (
     DetectSet,
     Variant,
     detect,
@@ -105,7 +104,7 @@ def test_store_resumes_without_recomputing(scorer, data_root, tmp_path, monkeypa
     data = load_set("scifact-test", data_root, n=2)
     store = _store(scorer, tmp_path, data, "first_stage")
     first = collect(scorer, data.items, order="first_stage", seed=0, store=store, show_progress=False)
-    import qrhead_integrations.eval.collect as collect_module
+    import research.collect as collect_module
 
     monkeypatch.setattr(collect_module, "measure", lambda *a, **k: pytest.fail("recomputed a stored query"))
     again = collect(scorer, data.items, order="first_stage", seed=0, store=store, show_progress=False)
@@ -175,3 +174,21 @@ def test_study_compare_heads_must_exist(scorer, data_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="cannot read"):
         run_study(scorer, data_root, tmp_path, plan, min_detect=1, compare_heads={"x": str(tmp_path / "nope.json")},
                   log=lambda s: None)
+
+
+def test_study_commands_are_research_entry_points(capsys):
+    """`python -m research collect|study|needle` parse; `qrhead eval` no longer has them (product commands only)."""
+    from qrhead_integrations.cli import build_parser
+    from research.cli import build_parser as research_parser
+    from research.cli import cmd_collect, cmd_needle, cmd_study
+
+    research = research_parser()
+    assert research.parse_args(["collect", "--set", "nq", "--queries", "4"]).func is cmd_collect
+    assert research.parse_args(["study", "--out", "x.json"]).func is cmd_study
+    assert research.parse_args(["needle", "--essays", "e", "--out", "x.json"]).func is cmd_needle
+    qrhead = build_parser()
+    for command in ("collect", "study", "needle"):
+        with pytest.raises(SystemExit):
+            qrhead.parse_args(["eval", command, "--out", "x.json"])
+    assert "invalid choice: 'needle'" in capsys.readouterr().err
+    assert qrhead.parse_args(["eval", "chunks", "--data", "d", "--out", "x.json"]).eval_command == "chunks"

@@ -177,24 +177,3 @@ def squad_chunk_items(scorer: QRHeadScorer, root: str | Path, *, chunk_tokens: i
                         "ids": [f"{doc_id}:{a}-{b}" for a, b in spans], "questions": keep})
     return out
 
-
-def collect_chunks(scorer: QRHeadScorer, root: str | Path, *, chunk_tokens: int = 256, n_questions: int | None = None,
-                   seed: int = 0, cache_root: str | Path, show_progress: bool = True) -> int:
-    """Store every head's per-token masses for SQuAD questions over their article's chunks (document order;
-    each article encoded once for all its questions). Returns the number of questions stored."""
-    from tqdm.auto import tqdm
-
-    from .collect import MassStore, collect_document
-
-    articles = squad_chunk_items(scorer, root, chunk_tokens=chunk_tokens, n_questions=n_questions, seed=seed)
-    store = MassStore(Path(cache_root) / "tokens", scorer, {"set": "squad", "chunk_tokens": chunk_tokens,
-                                                            "order": "document"})
-    total = sum(len(a["questions"]) for a in articles)
-    done = 0
-    with tqdm(total=total, desc="squad chunks", disable=not show_progress) as bar:
-        for art in articles:
-            got = collect_document(scorer, art["chunks"], [(q["id"], q["question"]) for q in art["questions"]],
-                                   art["ids"], store)
-            done += len(got)
-            bar.update(len(got))
-    return done

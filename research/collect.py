@@ -4,7 +4,7 @@ One forward per (query, candidate order) reads every head of every layer for bot
 own tokens and the whole suffix after the passages) and for the real and the null query. What is stored
 (one ``.npz`` per query, written as soon as it is computed, so an interrupted run resumes where it
 stopped) is enough to evaluate any head set, head weighting, row set, token filter, calibration and
-fusion offline, without running the model again (:mod:`.study`):
+fusion offline, without running the model again (:mod:`research.study`):
 
 - ``sums``: ``[2 row sets, 2 (real, null), heads, N]`` float32 per-passage masses (first-stage order),
 - ``tokens``: ``[2 row sets, heads, T]`` float16 calibrated per-token masses of the passages' tokens,
@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.heads import HeadSet, config_fingerprint
-from ..engine.scoring import EncodedPassages, QRHeadScorer
-from .masses import Candidates, shuffle_permutation
+from qrhead_integrations.engine.heads import HeadSet, config_fingerprint
+from qrhead_integrations.engine.scoring import EncodedPassages, QRHeadScorer
+from qrhead_integrations.eval.chunks import squad_chunk_items
+from qrhead_integrations.eval.masses import Candidates, shuffle_permutation
 
 GROUPS = ("query", "suffix")
 
@@ -164,3 +165,23 @@ def collect_document(scorer: QRHeadScorer, chunks: Sequence[Any], questions: Seq
             hit = store.get(qid, doc_ids)
         out[qid] = hit
     return out
+
+
+def collect_chunks(scorer: QRHeadScorer, root: str | Path, *, chunk_tokens: int = 256, n_questions: int | None = None,
+                   seed: int = 0, cache_root: str | Path, show_progress: bool = True) -> int:
+    """Store every head's per-token masses for SQuAD questions over their article's chunks (document order;
+    each article encoded once for all its questions). Returns the number of questions stored."""
+    from tqdm.auto import tqdm
+
+    articles = squad_chunk_items(scorer, root, chunk_tokens=chunk_tokens, n_questions=n_questions, seed=seed)
+    store = MassStore(Path(cache_root) / "tokens", scorer, {"set": "squad", "chunk_tokens": chunk_tokens,
+                                                            "order": "document"})
+    total = sum(len(a["questions"]) for a in articles)
+    done = 0
+    with tqdm(total=total, desc="squad chunks", disable=not show_progress) as bar:
+        for art in articles:
+            got = collect_document(scorer, art["chunks"], [(q["id"], q["question"]) for q in art["questions"]],
+                                   art["ids"], store)
+            done += len(got)
+            bar.update(len(got))
+    return done

@@ -1,6 +1,6 @@
 """The ranking-quality study: every scoring variant evaluated offline from stored per-token masses.
 
-:mod:`.collect` stores, per query, every head's masses for both row sets (real and null query) and the
+:mod:`research.collect` stores, per query, every head's masses for both row sets (real and null query) and the
 calibrated per-token masses. Here, without running the model again:
 
 - heads are *detected* on the detection sets only (SciFact train, NQ-open questions disjoint from the
@@ -25,14 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.detection import fit_head_weights, head_criterion
-from ..engine.fusion import fuse
-from ..engine.heads import HeadSet, ModelShape, resolve_heads
-from ..engine.scoring import QRHeadScorer
+from qrhead_integrations.engine import aggregate
+from qrhead_integrations.engine.detection import fit_head_weights, head_criterion
+from qrhead_integrations.engine.fusion import fuse
+from qrhead_integrations.engine.heads import HeadSet, ModelShape, resolve_heads
+from qrhead_integrations.engine.scoring import QRHeadScorer
+from qrhead_integrations.eval.masses import Candidates, shuffle_permutation
+from qrhead_integrations.eval.metrics import paired_bootstrap, per_query, run_from_scores
+from qrhead_integrations.eval.rerank import RerankData
+
 from .collect import GROUPS, MassStore, StoredMasses
-from .masses import Candidates, shuffle_permutation
-from .metrics import paired_bootstrap, per_query, run_from_scores
-from .rerank import RerankData
 
 ORDERS = ("first_stage", "shuffled")
 
@@ -55,31 +57,20 @@ class Variant:
         return ", ".join(parts)
 
 
-def filtered_sums(tokens: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-    """``tokens`` ``[..., T]`` -> ``[..., n]``: per passage, the sum of the values above mean - 2 std (the
-    authors' filter; one value or a constant passage is kept whole), applied along the last axis."""
-    out = np.zeros(tokens.shape[:-1] + (n,))
+def token_spans(owner: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """The ``[a, b)`` token span of each of the ``n`` passages in stored tokens grouped by passage
+    (``owner``: each token's passage, ascending)."""
     bounds = np.searchsorted(owner, np.arange(n + 1))
-    for j in range(n):
-        a, b = bounds[j], bounds[j + 1]
-        seg = tokens[..., a:b]
-        if b - a <= 1:
-            out[..., j] = seg.sum(axis=-1)
-            continue
-        std = seg.std(axis=-1, ddof=1, keepdims=True)
-        thr = seg.mean(axis=-1, keepdims=True) - 2 * std
-        keep = (seg > thr) | (std == 0)
-        out[..., j] = np.where(keep, seg, 0.0).sum(axis=-1)
-    return out
+    return [(int(bounds[j]), int(bounds[j + 1])) for j in range(n)]
 
 
 def head_masses(m: StoredMasses, variant: Variant, rows: np.ndarray | None = None) -> np.ndarray:
     """``[heads, N]`` per-head masses of one query (``rows``: head indices, layer-major; None = all)."""
     g = GROUPS.index(variant.rows)
     n = m.sums.shape[-1]
-    if variant.token_filter:
+    if variant.token_filter:  # the stored tokens are calibrated already: the engine's filter, head by head
         tokens = m.tokens[g] if rows is None else m.tokens[g][rows]
-        return filtered_sums(tokens.astype(np.float64), m.token_passage, n)
+        return aggregate.per_head_filtered(tokens.astype(np.float64), None, token_spans(m.token_passage, n))
     real = m.sums[g, 0].astype(np.float64)
     mass = real - m.sums[g, 1] if variant.calibrate else real
     return mass if rows is None else mass[rows]
@@ -87,13 +78,14 @@ def head_masses(m: StoredMasses, variant: Variant, rows: np.ndarray | None = Non
 
 def passage_scores(m: StoredMasses, variant: Variant, rows: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Scores of one query's passages: the (weighted) mean over ``rows`` heads; with the token filter the
-    heads are combined per token first, then filtered (as the engine does)."""
+    heads are combined per token first, then filtered: the engine's :func:`aggregate.passage_scores` on the
+    stored (calibrated) per-token masses. Without it, the same weighted mean of the stored per-passage sums."""
     w = np.full(len(rows), 1.0 / len(rows)) if weights is None else np.asarray(weights) / np.sum(weights)
     g = GROUPS.index(variant.rows)
     n = m.sums.shape[-1]
     if variant.token_filter:
-        combined = w @ m.tokens[g][rows].astype(np.float64)
-        return filtered_sums(combined, m.token_passage, n)
+        return aggregate.passage_scores(m.tokens[g][rows].astype(np.float64), None, token_spans(m.token_passage, n),
+                                        w, "2sigma")
     return w @ head_masses(m, variant, rows)
 
 
@@ -310,8 +302,8 @@ def load_sets(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
 
 
 def squad_set(scorer: QRHeadScorer, root: Path, cache: Path, parts: dict[str, Any]) -> EvalSet | None:
-    from .chunks import squad_chunk_items
-    from .first_stage import BM25
+    from qrhead_integrations.eval.chunks import squad_chunk_items
+    from qrhead_integrations.eval.first_stage import BM25
 
     articles = squad_chunk_items(scorer, root / "squad-articles", chunk_tokens=parts["chunk_tokens"],
                                  n_questions=parts["questions"])
@@ -336,7 +328,7 @@ def squad_set(scorer: QRHeadScorer, root: Path, cache: Path, parts: dict[str, An
 
 def dense_scores(es: EvalSet, cache: Path) -> dict[str, list[float]]:
     """all-MiniLM-L6-v2 scores of every candidate (cached in a JSON file beside the masses)."""
-    from .first_stage import DenseRetriever, doc_text
+    from qrhead_integrations.eval.first_stage import DenseRetriever, doc_text
 
     path = cache / "dense" / f"{es.key}-{len(es.data.items)}.json"
     if path.is_file():
@@ -367,7 +359,7 @@ def _scorer_fn(rows: np.ndarray, variant: Variant, weights: np.ndarray | None = 
     return lambda m: passage_scores(m, variant, rows, weights)
 
 
-def _head_set_fn(hs: HeadSet, num_heads: int) -> Callable[[StoredMasses], np.ndarray]:
+def head_set_fn(hs: HeadSet, num_heads: int) -> Callable[[StoredMasses], np.ndarray]:
     """Scores of a fixed head set (with its weights, if it has them), default variant."""
     weights = None if hs.weights is None else np.asarray(hs.weights)
     return _scorer_fn(head_rows(hs.heads, num_heads), Variant(), weights)
@@ -429,7 +421,7 @@ def run_study(scorer: QRHeadScorer, root: Path, cache: Path, plan: dict[str, Any
              ("registered QRHead set (alone)", registered)] + list(compared.items())
     for label, hs in fixed:
         if hs is not None:
-            methods[label] = (_head_set_fn(hs, H), None)
+            methods[label] = (head_set_fn(hs, H), None)
     # one factor at a time around the base configuration
     groups: dict[str, list[str]] = {"baselines": ["BM25", "dense (MiniLM)", "all heads (ICR)", "random heads"]
                                     + [label for label, _ in fixed if label in methods]}

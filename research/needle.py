@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.capture import AttentionPass, CapturePlan
-from ..engine.heads import HeadSet
-from ..engine.kv import cache_kwargs, new_cache
-from ..engine.scoring import QRHeadScorer
+from qrhead_integrations.engine.capture import AttentionPass, CapturePlan
+from qrhead_integrations.engine.heads import HeadSet
+from qrhead_integrations.engine.kv import cache_kwargs, new_cache
+from qrhead_integrations.engine.scoring import QRHeadScorer
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def detect_retrieval_heads(scorer: QRHeadScorer, haystack: str, grid: list[tuple
     """Top heads by mean copy-paste score over the grid of trials."""
     from tqdm.auto import tqdm
 
-    from ..engine.detection import config_fingerprint, select_top_heads
+    from qrhead_integrations.engine.detection import config_fingerprint, select_top_heads
 
     trials = []
     for n, depth, needle in tqdm(grid, desc="retrieval heads", disable=not show_progress):
