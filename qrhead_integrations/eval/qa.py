@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from ..chunks import Chunk, ChunkSelection, locate_chunks, select_from_ranking
+from ..engine.ranking import RankedPassage
 
 logger = logging.getLogger("qrhead_integrations")
 
@@ -285,22 +286,10 @@ def clean_answer(text: str) -> str:
 
 # --- selection ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Ranked:
-    """The fields of a ranking result that :func:`select_from_ranking` reads."""
-
-    index: int
-    score: float
-    rank: int
-    qrhead_score: float | None = None
-    truncated: bool = False
-    window: int = 0
-    evidence: tuple = ()
-
-
-def ranking(scores: Sequence[float]) -> list[_Ranked]:
+def ranking(scores: Sequence[float], texts: Sequence[str]) -> list[RankedPassage]:
+    """A plain score list as the library's ranking results (best first, ties by position)."""
     order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-    return [_Ranked(i, float(scores[i]), r + 1) for r, i in enumerate(order)]
+    return [RankedPassage(i, float(scores[i]), r + 1, texts[i]) for r, i in enumerate(order)]
 
 
 def parse_selector(spec: str, budget: int) -> tuple[str, int]:
@@ -356,7 +345,7 @@ def source_ranking(source: str, item: QAItem, scorers: Scorers, state: GroupStat
     known = set(state.seconds)
     t0 = clock()
     if source == "bm25":
-        ranked = ranking(_bm25_scores(item, state, texts))
+        ranked = ranking(_bm25_scores(item, state, texts), texts)
         shared = state.seconds["bm25"]
     elif source == "qrhead-bm25":  # the qrhead pass, fused with BM25 over the chunks as the first stage
         first_stage = _bm25_scores(item, state, texts)
@@ -365,7 +354,7 @@ def source_ranking(source: str, item: QAItem, scorers: Scorers, state: GroupStat
         shared = state.seconds["qrhead"] + state.seconds["bm25"]
     elif source == "dense":
         vecs = _timed(state, "dense", lambda: scorers.dense.encode(texts))
-        ranked = ranking(list(vecs @ scorers.dense.encode([item.question])[0]))
+        ranked = ranking(list(vecs @ scorers.dense.encode([item.question])[0]), texts)
         shared = state.seconds["dense"]
     elif source in ("qrhead", "qrhead-gen"):
         scorer = scorers.smol if source == "qrhead" else scorers.gen
@@ -382,7 +371,7 @@ def source_ranking(source: str, item: QAItem, scorers: Scorers, state: GroupStat
             state.cache[key] = enc.head_masses(item.question)
         masses = state.cache[key]
         heads = None if source == "all-heads" else scorers.random_heads.heads
-        ranked = ranking(list(masses.scores(heads)))
+        ranked = ranking(list(masses.scores(heads)), texts)
         shared = state.seconds["all"]
     else:
         raise ValueError(source)
@@ -405,7 +394,8 @@ def select(name: str, budget: int | None, item: QAItem, scorers: Scorers, state:
     ranking's best chunks within ``budget`` generator tokens and at most ``top_k`` chunks (None: no limit)."""
     if name == "oracle":
         return select_from_ranking(item.question, item.chunks, ranking([1.0 if c.index in item.gold else 0.0
-                                                                        for c in item.chunks])[:len(item.gold)],
+                                                                        for c in item.chunks],
+                                                                       [c.text for c in item.chunks])[:len(item.gold)],
                                    token_budget=budget, top_k=top_k, keep_document_order=True,
                                    count_tokens=count_tokens), 0.0
     source = {"qrhead-rank-order": "qrhead", "qrhead-trim": "qrhead"}.get(name, name)
