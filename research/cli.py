@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from qrhead_integrations.cli_options import add_load_args, load_from_args
 from qrhead_integrations.eval.cli import add_common_args, cache_dir, scorer_from_args, single_process
 
 from .sets import SETS
@@ -65,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_study)
 
     n = sub.add_parser("needle", help="needle in a haystack: retrieval-head detection and head masking")
-    n.add_argument("--model", default=None)
-    n.add_argument("--device", default=None)
-    n.add_argument("--dtype", default=None)
+    add_load_args(n)
     n.add_argument("--essays", required=True, help="folder of haystack .txt files (../shared/data/pg-essays)")
     n.add_argument("--lengths", nargs="+", type=int, default=[1024, 2048, 3072], help="context tokens")
     n.add_argument("--depths", nargs="+", type=float, default=[0.1, 0.3, 0.5, 0.7, 0.9])
@@ -144,7 +143,7 @@ def cmd_needle(args: argparse.Namespace) -> int:
     from .needle import detect_retrieval_heads, load_haystack, masked_accuracy, trial_grid
 
     single_process(f"{PROG} needle")
-    scorer = QRHeadScorer.from_pretrained(args.model, "all", device=args.device, dtype=args.dtype)
+    scorer = QRHeadScorer.from_pretrained(heads="all", **load_from_args(args))
     haystack = load_haystack(args.essays)
     grid = trial_grid(args.lengths, args.depths, args.needles)
     report: dict[str, Any] = {"model": scorer.model_name, "trials": len(grid), "lengths": args.lengths,

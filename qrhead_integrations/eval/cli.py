@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..cli_options import add_load_args, load_from_args
+
 
 def add_eval_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate on your data: re-ranking (BEIR layout), chunk selection, end-to-end QA")
@@ -62,12 +64,10 @@ def add_eval_parser(sub: Any) -> None:
 
 def add_common_args(p: argparse.ArgumentParser, out: bool = True) -> None:
     """The flags every evaluation command shares (model, head sets, device, passage budget, seed, cache)."""
-    p.add_argument("--model", default=None, help="model (default: the embedded default)")
+    add_load_args(p)  # --model, --device, --device-map, --dtype, ... (LoadOptions)
     p.add_argument("--heads", default=None, help="QRHead set under test (default: detected here, else registered)")
     p.add_argument("--retrieval-heads", default="retrieval",
                    help="copy-paste retrieval heads: registered variant name or JSON file ('none' to skip)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
     p.add_argument("--max-passage-tokens", type=int, default=128)
     p.add_argument("--max-context-tokens", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -95,8 +95,7 @@ def scorer_from_args(args: argparse.Namespace):
     """A scorer capturing every head (any head set is evaluated from its masses), from :func:`add_common_args`."""
     from ..engine.scoring import QRHeadScorer
 
-    return QRHeadScorer.from_pretrained(args.model, "all", device=args.device, dtype=args.dtype,
-                                        max_passage_tokens=args.max_passage_tokens,
+    return QRHeadScorer.from_pretrained(heads="all", **load_from_args(args), max_passage_tokens=args.max_passage_tokens,
                                         max_context_tokens=args.max_context_tokens)
 
 
