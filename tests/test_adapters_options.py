@@ -145,3 +145,24 @@ def test_ray_serve_takes_every_scoring_option():
                    "max_context_tokens": 2048, "calibrate": False, "fusion": "rrf"}
     with pytest.raises(QRHeadValueError, match="first_stage"):
         scoring_options({"first_stage": "tfidf"})
+
+
+def test_ray_serve_takes_every_loading_setting():
+    """build_app's loading keys are generated from LoadOptions, as the CLI flags are; what has no field of
+    its own in ScorerSettings travels in its options to from_pretrained."""
+    pytest.importorskip("ray")
+    from qrhead_integrations.engine.load_options import LOAD_OPTION_NAMES
+    from qrhead_integrations.serve.config import ScorerSettings
+    from qrhead_integrations.serve.ray import loading_settings
+
+    args = {"model": "m", "device": "cpu", "device_map": "none", "dtype": "float32", "attn_implementation": "sdpa",
+            "revision": "v1", "trust_remote_code": "true", "model_kwargs": '{"low_cpu_mem_usage": true}',
+            "fusion": "rrf", "num_replicas": "2"}
+    load = loading_settings(args)
+    assert set(load) == set(LOAD_OPTION_NAMES)
+    assert load["trust_remote_code"] is True and load["device_map"] is None
+    assert load["model_kwargs"] == {"low_cpu_mem_usage": True}
+    settings = ScorerSettings.from_load(load, heads="qrhead")
+    assert settings.load_options().revision == "v1" and settings.model == "m" and settings.dtype == "float32"
+    with pytest.raises(Exception, match="trust_remote_code|model_kwargs|JSON|object"):
+        loading_settings({"model_kwargs": "[1, 2]"})

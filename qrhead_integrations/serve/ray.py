@@ -151,10 +151,35 @@ def scoring_options(args: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def loading_settings(args: dict[str, Any]) -> dict[str, Any]:
+    """The model-loading settings among ``args`` (strings from ``serve run``; generated from
+    :class:`~qrhead_integrations.engine.load_options.LoadOptions`: ``model``, ``device``, ``device_map``,
+    ``dtype``, ``attn_implementation``, ``revision``, ``trust_remote_code``, ``model_kwargs`` as JSON),
+    validated by ``LoadOptions``."""
+    from ..cli_options import json_object
+    from ..engine.load_options import LoadOptions, load_specs
+
+    load: dict[str, Any] = {}
+    for spec in load_specs():
+        if spec.name not in args:
+            continue
+        raw = args[spec.name]
+        if isinstance(raw, str) and raw.lower() == "none":
+            raw = None
+        if spec.kind is dict and isinstance(raw, str):
+            raw = json_object(raw)
+        elif spec.kind is bool:
+            raw = _coerce(raw, bool)
+        load[spec.name] = raw
+    LoadOptions(**load)  # a bad value fails here, before any replica starts
+    return load
+
+
 def build_app(args: dict[str, Any]) -> Any:
     """Ray Serve application builder: ``serve run qrhead_integrations.serve.ray:build_app model=X ...``.
 
-    Keys (strings on the command line): model, heads, device, dtype; every scoring option by its name
+    Keys (strings on the command line): heads; every model-loading setting by its name (model, device,
+    device_map, dtype, attn_implementation, revision, trust_remote_code, model_kwargs as JSON); every scoring option by its name
     (:class:`~qrhead_integrations.ScoringOptions`: ``candidate_order`` or ``order``, ``first_stage``,
     ``fusion``, ``max_context_tokens``..., ``none`` for None); num_replicas, num_gpus, num_cpus;
     max_documents, max_request_tokens, max_query_tokens, max_body_bytes, max_queue, max_group; docs. The
@@ -162,8 +187,7 @@ def build_app(args: dict[str, Any]) -> Any:
     """
     args = dict(args or {})
     options = scoring_options(args)
-    settings = ScorerSettings(model=args.get("model"), heads=args.get("heads"), device=args.get("device"),
-                              dtype=args.get("dtype"), options=options)
+    settings = ScorerSettings.from_load(loading_settings(args), heads=args.get("heads"), options=options)
     limit_args: dict[str, Any] = {}
     for key in ("max_documents", "max_request_tokens", "max_query_tokens", "max_body_bytes", "max_queue",
                 "max_group"):
