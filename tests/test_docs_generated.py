@@ -32,3 +32,23 @@ def test_generated_tables_match_the_result_files(tables, doc):
 def test_readme_summary_reads_the_result_files(tables):
     summary = tables["readme-summary"]
     assert "| use, data |" in summary and "obvious questions" in summary
+
+
+def test_every_result_file_is_indexed():
+    """docs/results/README.md names every result file (in full, or as a suffix such as `.frontier.json` in the
+    row of its base name) and, in that row, its status; a new result file without an entry fails here."""
+    index = (ROOT / "docs" / "results" / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in index.splitlines() if line.startswith("| ")]
+    missing = []
+    for path in sorted((ROOT / "docs" / "results").iterdir()):
+        if not path.is_file() or path.name == "README.md":
+            continue
+        base = path.name.split(".")[0]
+        suffix = path.name[len(base):]
+        if not any(path.name in row or (f"[{base}." in row and f"`{suffix}`" in row) for row in rows):
+            missing.append(path.name)
+    assert not missing, f"not in docs/results/README.md: {missing}"
+    for row in rows[2:]:
+        if row.startswith("| [") or row.startswith("| `"):
+            statuses = ("**current", "**superseded", "**reference", "**unclear", "as its JSON")
+            assert any(s in row for s in statuses), row[:120]
