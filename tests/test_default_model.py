@@ -42,10 +42,14 @@ def test_default_uses_shipped_heads(scorer):
     assert scorer.model.dtype.is_floating_point
 
 
-def test_gold_ranks_first_for_every_query(scorer):
-    """The shipped head set alone (no first stage: the hand-written passages are not a ranking)."""
+def test_gold_ranks_first_for_nearly_every_query(scorer):
+    """The shipped head set alone (no first stage: the hand-written passages are not a ranking), placed as
+    the default places them (by BM25 over the passages, 'ranked'): 9 of the 10 golds first, the tenth
+    ("How do plants make their food from light?") second. With the first input next to the query
+    ('reversed', the placement before issue #25's end) all 10 are first."""
     ranks = _gold_rank(scorer)
-    assert (ranks == 1).all(), ranks
+    assert (ranks == 1).sum() >= 9 and (ranks <= 2).all(), ranks
+    assert (_gold_rank(scorer.with_options(candidate_order="reversed")) == 1).all()
 
 
 def test_default_is_the_measured_configuration(scorer):
@@ -106,9 +110,9 @@ def test_the_mountain_example_with_and_without_first_stage_scores(scorer):
 def test_detected_heads_beat_random_heads(scorer):
     mrr = (1.0 / _gold_rank(scorer)).mean()
     random_mrr = [(1.0 / _gold_rank(scorer, heads=f"random:{len(scorer.heads)}:{seed}")).mean() for seed in range(3)]
-    # the shipped set ranks every gold first (above); random sets of the same size do worse on average (one
-    # of them may get this easy set right too: the open sets of docs/quality.md are the real comparison)
-    assert mrr == 1.0 and np.mean(random_mrr) < 1.0, (mrr, random_mrr)
+    # random sets of the same size do worse on average (one of them may get this easy set right too: the
+    # open sets of docs/quality.md are the real comparison)
+    assert mrr >= 0.95 and np.mean(random_mrr) < mrr, (mrr, random_mrr)
 
 
 def test_same_model_object_is_shared():
