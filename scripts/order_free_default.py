@@ -530,9 +530,12 @@ def confirm_ranked_report(args: argparse.Namespace, fr: dict[str, Any], cf: dict
         raise SystemExit(f"confirm-ranked: {len(rows)} of {len(data.items)} claims scored; run confirm-ranked")
     b_ranked = {it.qid: np.asarray(fuse(np.asarray(rows[it.qid]["heads"]), _local_bm25(it), "linear", w))
                 for it in data.items}
+    local = {it.qid: np.asarray(_local_bm25(it)) for it in data.items}
     per = {"B-ranked": _per_query(data, b_ranked), "B-reversed (first-stage order)": cf["per_query"]["B"],
-           "(a)": cf["per_query"]["(a)"], "BM25": cf["per_query"]["BM25"]}
+           "(a)": cf["per_query"]["(a)"], "BM25": cf["per_query"]["BM25"],
+           "BM25 over the candidates": _per_query(data, local)}
     diffs = {"B-ranked - BM25": _diff(per["B-ranked"], per["BM25"]),
+             "B-ranked - BM25 over the candidates": _diff(per["B-ranked"], per["BM25 over the candidates"]),
              "B-ranked - B-reversed (first-stage order)": _diff(per["B-ranked"],
                                                                 per["B-reversed (first-stage order)"])}
     return {"queries": len(data.items), "means": {m: float(np.mean(list(v.values()))) for m, v in per.items()},
