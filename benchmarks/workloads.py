@@ -337,6 +337,14 @@ def _span_mass(rows_mean: torch.Tensor, spans: Sequence[tuple[int, int]]) -> np.
     return np.stack([rm[:, a:b].sum(dim=1).numpy() for a, b in spans], axis=1)
 
 
+def _head_average(per_head: np.ndarray, heads: Any) -> np.ndarray:
+    """``[heads, passages]`` to ``[passages]``: the mean over the heads, weighted by the head set's fitted
+    weights when it has them (as the engine combines them)."""
+    if getattr(heads, "weights", None) is None:
+        return per_head.mean(axis=0)
+    return np.average(per_head, axis=0, weights=np.asarray(heads.weights, dtype=np.float64))
+
+
 def _input_order(mass_prompt_order: np.ndarray) -> np.ndarray:
     return mass_prompt_order[..., ::-1].copy()  # the prompt holds the passages reversed
 
@@ -404,7 +412,7 @@ def _naive(bm: BenchModel, wl: Workload) -> Callable[[], np.ndarray]:
             rows = torch.stack([out.attentions[l][0, h, a:b].float().mean(dim=0) for l, h in heads])
             masses.append(_span_mass(rows, prompt.passage_spans))
             del out
-        return _input_order((masses[0] - masses[1]).mean(axis=0))
+        return _input_order(_head_average(masses[0] - masses[1], bm.heads))
     return run
 
 
@@ -489,7 +497,7 @@ def _reference(bm: BenchModel, wl: Workload) -> Callable[[], np.ndarray]:
         finally:
             _REF["rows"], _REF["queries"] = None, {}
         per_head = (real - null).reshape(layers * n_heads, -1)  # every head of every layer
-        return _input_order(per_head[sel].mean(axis=0))
+        return _input_order(_head_average(per_head[sel], bm.heads))
     return run
 
 

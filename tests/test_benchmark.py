@@ -62,6 +62,19 @@ def test_engine_agrees_with_reference_under_the_ranked_placement(tiny):
     np.testing.assert_allclose(ranked.score(wl.query, wl.passages[::-1])[::-1], engine, rtol=0, atol=1e-9)
 
 
+def test_implementations_agree_with_fitted_head_weights(tiny):
+    """A head set with fitted weights (as the embedded default's): the reference and the naive maps weight
+    the heads as the engine does."""
+    import dataclasses
+
+    heads = dataclasses.replace(tiny.heads, weights=tuple(0.5 + i for i in range(len(tiny.heads.heads))))
+    bm = dataclasses.replace(tiny, heads=heads)
+    wl = W.pack(bm.tokenizer, 400, 6)
+    engine = np.asarray(W.prepare("engine", bm, wl)())
+    np.testing.assert_allclose(W.prepare("reference", bm, wl)(), engine, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(W.prepare("naive", bm, wl)(), engine, rtol=0, atol=1e-6)
+
+
 def test_multiquery_and_rankgpt(tiny):
     wl = W.pack(tiny.tokenizer, 300, 4)
     for placement in ("auto", "as_given", "ranked"):

@@ -133,3 +133,15 @@ def test_readme_main_command_offline():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and "Hamlet" in lines[1]
+
+
+def test_obvious_questions_rank_the_same_in_both_orders(scorer):
+    """Issue #25: on the hand-written obvious-question set the default returns the same ranking, scores
+    included, for the candidates as written and reversed (scripts/doors_check.py runs every door; each door
+    equals scorer.rank: tests/test_every_door.py, tests/test_placement.py)."""
+    items = json.loads((Path(__file__).parent / "data" / "obvious_questions.json").read_text())["items"]
+    for item in items:
+        cands = item["candidates"]
+        given = [(r.index, r.score) for r in scorer.rank(item["query"], cands)]
+        back = [(len(cands) - 1 - r.index, r.score) for r in scorer.rank(item["query"], cands[::-1])]
+        assert given == back, item["id"]
