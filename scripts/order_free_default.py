@@ -412,6 +412,16 @@ def _eval_data(args: argparse.Namespace) -> dict[str, Any]:
 
 # --- placement: the deciding run ---------------------------------------------------------------------------
 
+def _score_in_order(scorer, query: str, passages: list, order: list[int]) -> list[float]:
+    """The heads' scores of ``passages`` handed over in ``order`` with 'reversed' placement (what 'ranked'
+    computes for that order), returned in input positions."""
+    got = scorer.score(query, [passages[i] for i in order])
+    heads = [0.0] * len(order)
+    for j, i in enumerate(order):
+        heads[i] = got[j]
+    return heads
+
+
 PLACE_CONFIGS = ("a", "b")  # (a) placed by the first stage's scores, (b) by BM25 over the candidates
 
 
@@ -441,10 +451,7 @@ def cmd_place(args: argparse.Namespace) -> None:
                     passages = [as_passage(p, i) for i, p in enumerate(it.passages)]
                     placed_by = it.first_stage if config == "a" else passage_bm25(it.query, passages)
                     order = ranked_order(placed_by, passages)
-                    got = scorer.score(it.query, [passages[i] for i in order])
-                    heads = [0.0] * len(order)
-                    for j, i in enumerate(order):
-                        heads[i] = got[j]
+                    heads = _score_in_order(scorer, it.query, passages, order)
                     f.write(json.dumps({"set": key, "qid": it.qid, "config": config, "order": order,
                                         "heads": heads, "seconds": time.perf_counter() - t0}) + "\n")
                     f.flush()
@@ -505,10 +512,7 @@ def cmd_confirm_ranked(args: argparse.Namespace) -> None:
                     raise SystemExit(f"{it.qid}: place.jsonl was placed differently")
                 heads, source = placed[it.qid]["heads"], "place"
             else:
-                got = scorer.score(it.query, [passages[i] for i in order])
-                heads = [0.0] * len(order)
-                for j, i in enumerate(order):
-                    heads[i] = got[j]
+                heads = _score_in_order(scorer, it.query, passages, order)
                 source = "product path"
             f.write(json.dumps({"qid": it.qid, "order": list(order), "heads": heads, "source": source,
                                 "seconds": time.perf_counter() - t0}) + "\n")
