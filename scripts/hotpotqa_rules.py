@@ -3,6 +3,7 @@ written here and committed before the runs that decide it and before any test ru
 
     python scripts/hotpotqa_rules.py dev      # dev rankings (selection only, resumable JSONL)
     python scripts/hotpotqa_rules.py choose   # apply the rule -> docs/results/hotpotqa-rules.json
+    python scripts/hotpotqa_rules.py test --setting distractor --reader 0.5b   # a test run, chosen k and W
 
 RULE (fixed before the dev run)
 
@@ -116,12 +117,22 @@ def cmd_choose(args: argparse.Namespace) -> None:
               if r["setting"] == setting and r["window"] == window and source in r]
         return float(np.mean(rs)) if rs else float("nan")
 
+    counts = {w: sum(r["setting"] == "haystack" and r["window"] == w for r in rows) for w in WINDOWS}
+    if sum(r["setting"] == "distractor" for r in rows) < 100:
+        raise SystemExit("the distractor dev rankings are incomplete: run `dev` first")
     r4 = {w: mean_recall("haystack", w, "qrhead-bm25", 4) for w in WINDOWS}
-    best = max(r4.values())
-    window = max(w for w, v in r4.items() if v >= best - TIE)
-    chosen: dict[str, Any] = {"window": window}
+    chosen: dict[str, Any] = {"window": None, "k_haystack": None}
+    settings: list[tuple[str, int | None]] = [("distractor", None)]
+    if all(n >= HAYSTACK_DEV for n in counts.values()):  # the window needs every window's 40 questions
+        best = max(r4.values())
+        chosen["window"] = max(w for w, v in r4.items() if v >= best - TIE)
+        settings.append(("haystack", chosen["window"]))
+    else:
+        r4 = {w: None for w in WINDOWS}
+        log(f"haystack dev rankings incomplete ({counts}): window and k_haystack pending")
+    window = chosen["window"]
     table: dict[str, Any] = {}
-    for setting, w in (("distractor", None), ("haystack", window)):
+    for setting, w in settings:
         curve = {k: mean_recall(setting, w, "qrhead-bm25", k) for k in KS}
         chosen[f"k_{setting}"] = next((k for k in KS if curve[k] >= RECALL_TARGET), KS[-1])
         table[setting] = {source: {k: mean_recall(setting, w if source != "bm25" or setting == "distractor"
@@ -135,11 +146,47 @@ def cmd_choose(args: argparse.Namespace) -> None:
     print(json.dumps({"recall@4 by window": r4, "chosen": chosen}, indent=1))
 
 
+READERS = {"0.5b": ("qwen2.5-coder-0.5b-instruct", "qwen05"), "1.5b": ("qwen2.5-coder-1.5b-instruct", "qwen15")}
+TEST_SELECTORS = ("full", "oracle", "bm25", "dense", "qrhead", "qrhead-bm25", "qrhead-gen")
+
+
+def test_command(setting: str, reader: str, chosen: dict[str, Any]) -> list[str]:
+    """The `qrhead eval qa` arguments of one test run, with the k (and, for the haystack, the window) the
+    rule chose; per-question records in docs/results/qa-hotpot-<setting>-<reader>.jsonl (reruns resume)."""
+    k = chosen.get(f"k_{setting}")
+    if k is None:
+        raise SystemExit(f"no k chosen for {setting} yet: finish `dev`, then `choose`")
+    generator, tag = READERS[reader]
+    stem = OUT.parent / f"qa-hotpot-{setting}-{tag}"
+    argv = ["eval", "qa", "--task", "hotpotqa", "--setting", setting, "--k", str(k), "--generator", generator,
+            "--candidate-order", "ranked", "--selectors", *TEST_SELECTORS,
+            "--jsonl", str(stem.with_suffix(".jsonl").relative_to(REPO)),
+            "--out", str(stem.with_suffix(".json").relative_to(REPO))]
+    if setting == "haystack":
+        argv[8:8] = ["--max-context-tokens", str(chosen["window"])]
+    return argv
+
+
+def cmd_test(args: argparse.Namespace) -> None:
+    from qrhead_integrations.cli import main as qrhead
+
+    chosen = json.loads(OUT.with_suffix(".json").read_text())["chosen"]
+    argv = test_command(args.setting, args.reader, chosen)
+    log("qrhead " + " ".join(argv))
+    if not args.dry_run:
+        raise SystemExit(qrhead(argv))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=("dev", "choose"))
+    p.add_argument("step", choices=("dev", "choose", "test"))
+    p.add_argument("--setting", choices=("distractor", "haystack"), help="test: which setting")
+    p.add_argument("--reader", choices=tuple(READERS), help="test: which reader")
+    p.add_argument("--dry-run", action="store_true", help="test: print the command only")
     args = p.parse_args(argv)
-    {"dev": cmd_dev, "choose": cmd_choose}[args.step](args)
+    if args.step == "test" and not (args.setting and args.reader):
+        p.error("test needs --setting and --reader")
+    {"dev": cmd_dev, "choose": cmd_choose, "test": cmd_test}[args.step](args)
 
 
 if __name__ == "__main__":
