@@ -1,7 +1,7 @@
 """Print the Markdown tables of docs/results.md from the JSON files in docs/results/.
 
     python scripts/results_tables.py > /tmp/tables.md      # print every table
-    python scripts/results_tables.py --fill README.md docs/results.md  # refresh the tables between the markers
+    python scripts/results_tables.py --fill README.md docs/results.md docs/end_to_end.md  # refresh the tables
 
 Every number in the tables comes from the result files written by scripts/reproduce_results.sh.
 Differences are paired bootstrap means with 95% intervals (10,000 resamples over queries, seed 0);
@@ -120,6 +120,68 @@ def stability(name: str, measure: str = "nDCG@10") -> str:
     return "\n".join(lines)
 
 
+HOTPOT_SELECTORS = {
+    "full": "full context (every paragraph)", "oracle": "oracle (the 2 supporting paragraphs)",
+    "bm25": "BM25 top-k", "dense": "dense MiniLM top-k", "qrhead": "heads alone top-k",
+    "qrhead-bm25": "**the default** (heads + BM25) top-k", "qrhead-gen": "the reader's own heads top-k",
+}
+
+
+def hotpot_table(name: str) -> str:
+    """One HotpotQA test run (issue #28): answer EM/F1 per selector, F1 against full context, BM25 and the
+    heads alone (paired bootstrap over questions), evidence recall and CPU seconds per question."""
+    rep = json.loads((RES / name).read_text())
+    summ = rep["summary"]
+    head = ["selector", "n", "EM", "F1", "F1 vs full", "F1 vs BM25", "F1 vs heads alone", "evidence recall",
+            "context tokens", "select CPU s", "read CPU s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def ci(a: dict, base: str, spec: str) -> str:
+        if base == spec or base not in summ:
+            return ""
+        d = paired_bootstrap(a, summ[base]["f1_per_question"])
+        return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]{' *' if d.significant else ''}"
+
+    for spec in HOTPOT_SELECTORS:
+        if spec not in summ:
+            continue
+        e = summ[spec]
+        f1 = e["f1_per_question"]
+        lines.append(f"| {HOTPOT_SELECTORS[spec]} | {e['n']} | {e['em']:.3f} | {e['f1']:.3f} | {ci(f1, 'full', spec)} | "
+                     f"{ci(f1, 'bm25', spec)} | {ci(f1, 'qrhead', spec)} | {e['evidence_recall']:.2f} | "
+                     f"{e['tokens']:.0f} | {e['select_s']:.1f} | {e['gen_s']:.1f} |")
+    window = rep["settings"].get("max_context_tokens")
+    lines += ["", f"{rep['generator']}, k = {rep.get('top_k')} paragraphs"
+              + (f", scoring window {window} tokens" if window else "")
+              + f", {rep['questions']} questions, ~{rep['doc_tokens_mean']:.0f} reader tokens of paragraphs each. "
+              "`*`: the 95% paired bootstrap interval excludes 0. CPU seconds per question at one thread."]
+    return "\n".join(lines)
+
+
+def hotpot_rules_table() -> str:
+    """Issue #28's dev choice: recall@k of the supporting paragraphs per selector and setting, the chosen k
+    (bold) and, for the haystack, recall@4 of the default at each scoring window."""
+    rules = json.loads((RES / "hotpotqa-rules.json").read_text())
+    chosen, curves = rules["chosen"], rules["recall@k"]
+    names = {"qrhead-bm25": "the default (heads + BM25)", "qrhead": "heads alone", "bm25": "BM25"}
+    ks = sorted({int(k) for t in curves.values() for c in t.values() for k in c})
+    lines = ["| setting | selector | " + " | ".join(f"R@{k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 2)]
+    for setting, table in curves.items():
+        n = rules["questions"][setting]
+        pick = chosen.get(f"k_{setting}")
+        for source, curve in table.items():
+            cells = [f"**{curve[str(k)]:.3f}**" if k == pick and source == "qrhead-bm25" else f"{curve[str(k)]:.3f}"
+                     for k in ks]
+            lines.append(f"| {setting} ({n} dev q) | {names.get(source, source)} | " + " | ".join(cells) + " |")
+    r4 = rules["recall@4 by window (haystack, default)"]
+    lines += ["", "Chosen: k = " + ", ".join(f"{chosen[k]} ({k[2:]})" for k in chosen if k.startswith("k_")
+                                            and chosen[k] is not None)
+              + (f"; haystack scoring window {chosen['window']} tokens (default's R@4 by window: "
+                 + ", ".join(f"{w}: {v:.3f}" for w, v in r4.items()) + ")" if chosen["window"] else
+                 "; haystack window pending (dev rankings incomplete)")]
+    return "\n".join(lines)
+
+
 def _verdict(d) -> str:
     return "**beats**" if d.low > 0 else "below" if d.high < 0 else "level"
 
@@ -188,6 +250,18 @@ def readme_summary() -> str:
     rows.append(f"| Hand-written obvious questions with word-sharing traps, {n} q | answer first | no scores: given / reversed | "
                 f"{dr['gold_first_given']} / {dr['gold_first_reversed']} | {bm['gold_first_given']} / "
                 f"{bm['gold_first_reversed']} | | fails often |")
+    for setting, label in (("distractor", "its 10 paragraphs"), ("haystack", "~50 paragraphs")):
+        for tag, reader in (("qwen05", "0.5B"), ("qwen15", "1.5B")):
+            path = RES / f"qa-hotpot-{setting}-{tag}.json"
+            if not path.is_file():
+                continue
+            rep = json.loads(path.read_text())
+            if rep["questions"] < 100:  # a run in progress is not a result
+                continue
+            summ = rep["summary"]
+            add(f"End to end: HotpotQA multi-hop, {label}, top {rep['top_k']} for a {reader} reader, "
+                f"{rep['questions']} q", "answer F1", "–", summ["qrhead-bm25"]["f1_per_question"],
+                summ["bm25"]["f1_per_question"], rep["scorer_heads"] == current)
     notes.append("‡ BM25: the first stage's own ranking where its scores are given; BM25 over the given "
                  "candidates alone where none are (what a caller without a first stage has).")
     return "\n".join(rows + [""] + notes)
@@ -208,6 +282,10 @@ def sections() -> dict[str, str]:
             s = stability(name)
             if s:
                 out[f"{name} — stability"] = s
+    if (RES / "hotpotqa-rules.json").is_file():
+        out["hotpotqa-rules.json"] = hotpot_rules_table()
+    for name in sorted(p.name for p in RES.glob("qa-hotpot-*.json")):
+        out[name] = hotpot_table(name)
     for name in sorted(p.name for p in RES.glob("squad-*.json")):
         out[name] = chunk_table(name)
     for name in sorted(p.name for p in RES.glob("needle*-*.json")):
@@ -217,7 +295,7 @@ def sections() -> dict[str, str]:
 
 
 #: The docs whose tables this script fills (tests/test_docs_generated.py fails when one drifts).
-FILLED = ("README.md", "docs/results.md")
+FILLED = ("README.md", "docs/results.md", "docs/end_to_end.md")
 
 
 def render(text: str, tables: dict[str, str], name: str = "document") -> str:
