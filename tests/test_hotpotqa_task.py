@@ -207,10 +207,25 @@ def test_items_of_both_settings(folder):
             assert {it.meta["paragraph_ids"][g] for g in it.gold} == {f"{it.id}::2", f"{it.id}::7"}
             assert it.chunks[it.gold[0]].text.startswith("(Title: ")
             assert it.meta["type"] in ("bridge", "comparison") and it.meta["setting"] == setting
+            # the gold paragraph 7 holds the answer ("{i + 100} km"), but only other questions' count
+            assert it.meta["answer_elsewhere"] == 0 and any(it.answers[0] in it.chunks[g].text for g in it.gold)
         if setting == "distractor":
             assert items[0].gold == [2, 7]
     with pytest.raises(ValueError, match="setting"):
         hp.hotpotqa_items(folder, setting="open")
+
+
+def test_answer_held_by_other_questions_paragraphs_is_counted(tmp_path):
+    pd = pytest.importorskip("pandas")
+    joblib = pytest.importorskip("joblib")
+    rows = _rows()
+    rows[3]["answer"] = "City1"  # question 1's paragraphs name City1 (its paragraph 2, twice in one paragraph)
+    joblib.dump(pd.DataFrame(rows), tmp_path / "s.joblib")
+    hp.convert(hp.load_sample(tmp_path / "s.joblib"), tmp_path / "c", sha256=hp.sha256_of(tmp_path / "s.joblib"))
+    item = hp.hotpotqa_items(tmp_path / "c", setting="haystack")[3]
+    drawn = [i for i in item.meta["paragraph_ids"] if i.startswith("q01::")]
+    assert "q01::2" in drawn and item.meta["answer_elsewhere"] == 1  # seed 0 draws it
+    assert hp.hotpotqa_items(tmp_path / "c", setting="distractor")[3].meta["answer_elsewhere"] == 0
 
 
 # --- runs with tiny models -------------------------------------------------------------------------

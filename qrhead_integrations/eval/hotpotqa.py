@@ -314,9 +314,11 @@ def hotpotqa_items(folder: str | Path, *, setting: str = "distractor", seed: int
                    limit: int | None = None, answers_required: bool = True) -> list[Any]:
     """The QA items of a converted folder: one group per question, its candidates the paragraphs of
     ``setting`` (``distractor``: its own 10 in their given order; ``haystack``: :func:`haystack`), gold =
-    its supporting paragraphs; ``meta`` holds the answer type and level."""
+    its supporting paragraphs; ``meta`` holds the answer type and level, and ``answer_elsewhere``: how many
+    paragraphs drawn from *other* questions hold the answer (its normalised form), which makes a haystack's
+    "answer in context" an upper bound rather than evidence (0 in the distractor setting)."""
     from ..chunks import locate_chunks
-    from .qa import QAItem
+    from .qa import QAItem, answer_correct
 
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, not {setting!r}")
@@ -328,7 +330,9 @@ def hotpotqa_items(folder: str | Path, *, setting: str = "distractor", seed: int
         document = "\n\n".join(texts)
         chunks = locate_chunks(document, texts, source_id=q.id)
         gold = [j for j, p in enumerate(paragraphs) if p["_id"] in set(q.supporting)]
+        own = {p["_id"] for p in q.paragraphs}
+        elsewhere = sum(answer_correct(t, [q.answer]) for p, t in zip(paragraphs, texts) if p["_id"] not in own)
         items.append(QAItem(q.id, q.question, [q.answer], q.id, document, chunks, gold,
                             meta={"type": q.type, "level": q.level, "setting": setting,
-                                  "paragraph_ids": [p["_id"] for p in paragraphs]}))
+                                  "paragraph_ids": [p["_id"] for p in paragraphs], "answer_elsewhere": elsewhere}))
     return items
