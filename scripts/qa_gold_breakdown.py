@@ -14,6 +14,11 @@ paired bootstrap difference of two selectors over all of them:
     python scripts/qa_gold_breakdown.py --pool qrhead-bm25 bm25 docs/results/qa-nq-budget-test.json \
         docs/results/qa-nq-budget-test400.json
 
+HotpotQA records (two supporting paragraphs) split by the share of them each context holds (0, 0.5, 1);
+``--metric f1`` (or ``em``) sums the official answer F1 (EM) in each cell instead of correct answers:
+
+    python scripts/qa_gold_breakdown.py docs/results/qa-hotpot-haystack-qwen05.jsonl bm25 qrhead-bm25 --metric f1
+
 ``--questions-from R.json`` keeps only the questions of a committed summary (e.g. the first 18 of a
 longer run, to compare with a shorter one); each selector's accuracy and evidence recall over the kept
 questions are printed under the table, and by the gold passage's position (first / middle / last).
@@ -37,10 +42,10 @@ def load_summary(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())["summary"]
 
 
-def rates(rows: list[dict[str, Any]]) -> tuple[int, float, float]:
-    """Questions, accuracy and mean evidence recall of one selector's per-question records."""
+def rates(rows: list[dict[str, Any]], metric: str = "correct") -> tuple[int, float, float]:
+    """Questions, mean ``metric`` (accuracy by default) and mean evidence recall of one selector's records."""
     n = len(rows)
-    return n, sum(r["correct"] for r in rows) / n, sum(r["evidence_recall"] for r in rows) / n
+    return n, sum(float(r[metric]) for r in rows) / n, sum(r["evidence_recall"] for r in rows) / n
 
 
 def pair(a: str, b: str) -> None:
@@ -86,29 +91,42 @@ def main() -> None:
     p.add_argument("b", help="selector, e.g. qrhead-bm25")
     p.add_argument("--questions-from", type=Path, default=None,
                    help="a committed summary (.json): keep only the questions it holds")
+    p.add_argument("--metric", choices=("correct", "f1", "em"), default="correct",
+                   help="what each cell sums: correct answers (default) or HotpotQA's answer F1 / EM")
     args = p.parse_args()
     records = list(read_done(args.jsonl).values())
     if args.questions_from is not None:
         summary = load_summary(args.questions_from)
         keep = set().union(*(s["correct"].keys() for s in summary.values()))
         records = [r for r in records if r["id"] in keep]
+    multi = any(len(r["gold"]) > 1 for r in records)  # HotpotQA: the share of the supporting paragraphs
+
+    def held(row: dict[str, Any]) -> Any:
+        return round(row["evidence_recall"], 2) if multi else row["evidence_recall"] > 0
+
+    metric = args.metric
     cells: Counter = Counter()
     for rec in records:
         sa, sb = rec["selectors"][args.a], rec["selectors"][args.b]
-        key = (sa["evidence_recall"] > 0, sb["evidence_recall"] > 0)
+        key = (held(sa), held(sb))
         cells[key, "n"] += 1
-        cells[key, args.a] += int(sa["correct"])
-        cells[key, args.b] += int(sb["correct"])
-    print(f"| gold in {args.a} | gold in {args.b} | questions | {args.a} correct | {args.b} correct |")
+        cells[key, args.a] += float(sa[metric])
+        cells[key, args.b] += float(sb[metric])
+    what = "gold share" if multi else "gold"
+    print(f"| {what} in {args.a} | {what} in {args.b} | questions | {args.a} {metric} | {args.b} {metric} |")
     print("|---|---|---|---|---|")
     for key in sorted({k for k, _ in cells}, reverse=True):
-        print(f"| {key[0]} | {key[1]} | {cells[key, 'n']} | {cells[key, args.a]} | {cells[key, args.b]} |")
+        a, b = cells[key, args.a], cells[key, args.b]
+        shown = (f"{a:g}", f"{b:g}") if metric != "f1" else (f"{a:.2f}", f"{b:.2f}")
+        print(f"| {key[0]} | {key[1]} | {cells[key, 'n']} | {shown[0]} | {shown[1]} |")
+    label = {"correct": "accuracy", "f1": "F1", "em": "EM"}[metric]
     for name in (args.a, args.b):
-        n, accuracy, recall = rates([r["selectors"][name] for r in records])
-        print(f"{name}: {n} questions, accuracy {accuracy:.3f}, evidence recall {recall:.2f}")
+        n, value, recall = rates([r["selectors"][name] for r in records], metric)
+        print(f"{name}: {n} questions, {label} {value:.3f}, evidence recall {recall:.2f}")
         for position in sorted({r.get("position") for r in records} - {None}):
-            n, accuracy, recall = rates([r["selectors"][name] for r in records if r.get("position") == position])
-            print(f"  gold {position}: {n} questions, accuracy {accuracy:.2f}, evidence recall {recall:.2f}")
+            n, value, recall = rates([r["selectors"][name] for r in records if r.get("position") == position],
+                                     metric)
+            print(f"  gold {position}: {n} questions, {label} {value:.2f}, evidence recall {recall:.2f}")
 
 
 if __name__ == "__main__":
