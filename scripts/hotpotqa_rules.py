@@ -158,13 +158,11 @@ def test_command(setting: str, reader: str, chosen: dict[str, Any]) -> list[str]
         raise SystemExit(f"no k chosen for {setting} yet: finish `dev`, then `choose`")
     generator, tag = READERS[reader]
     stem = OUT.parent / f"qa-hotpot-{setting}-{tag}"
-    argv = ["eval", "qa", "--task", "hotpotqa", "--setting", setting, "--k", str(k), "--generator", generator,
-            "--candidate-order", "ranked", "--selectors", *TEST_SELECTORS,
+    window = ["--max-context-tokens", str(chosen["window"])] if setting == "haystack" else []
+    return ["eval", "qa", "--task", "hotpotqa", "--setting", setting, "--k", str(k), *window,
+            "--generator", generator, "--candidate-order", "ranked", "--selectors", *TEST_SELECTORS,
             "--jsonl", str(stem.with_suffix(".jsonl").relative_to(REPO)),
             "--out", str(stem.with_suffix(".json").relative_to(REPO))]
-    if setting == "haystack":
-        argv[8:8] = ["--max-context-tokens", str(chosen["window"])]
-    return argv
 
 
 def cmd_test(args: argparse.Namespace) -> None:
