@@ -167,21 +167,15 @@ def cmd_test(args: argparse.Namespace) -> None:
     from qrhead_integrations.cli import main as qrhead
 
     sys.path.insert(0, str(REPO / "scripts"))
-    from hotpotqa_rules import READERS
+    from hotpotqa_rules import test_command
 
     decided = json.loads(OUT.with_suffix(".json").read_text())
     w = decided["recommended"]
     if w is None:
         raise SystemExit("no weight was recommended on dev: the shipped default stays; nothing to test")
     chosen = json.loads((OUT.parent / "hotpotqa-rules.json").read_text())["chosen"]
-    generator, tag = READERS[args.reader]
-    stem = OUT.parent / f"qa-hotpot-{args.setting}-{tag}-w{int(round(w * 10)):02d}"
-    window = ["--max-context-tokens", str(chosen["window"])] if args.setting == "haystack" else []
-    argv = ["eval", "qa", "--task", "hotpotqa", "--setting", args.setting, "--k", str(chosen[f"k_{args.setting}"]),
-            *window, "--generator", generator, "--candidate-order", "ranked", "--fusion-weight", str(w),
-            "--selectors", "bm25", "qrhead", "qrhead-bm25",
-            "--jsonl", str(stem.with_suffix(".jsonl").relative_to(REPO)),
-            "--out", str(stem.with_suffix(".json").relative_to(REPO))]
+    argv = test_command(args.setting, args.reader, chosen, selectors=("bm25", "qrhead", "qrhead-bm25"),
+                        options=("--fusion-weight", str(w)), suffix=f"-w{round(w * 10):02d}")
     log("qrhead " + " ".join(argv))
     if not args.dry_run:
         raise SystemExit(qrhead(argv))

@@ -39,6 +39,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,17 +151,19 @@ READERS = {"0.5b": ("qwen2.5-coder-0.5b-instruct", "qwen05"), "1.5b": ("qwen2.5-
 TEST_SELECTORS = ("full", "oracle", "bm25", "dense", "qrhead", "qrhead-bm25", "qrhead-gen")
 
 
-def test_command(setting: str, reader: str, chosen: dict[str, Any]) -> list[str]:
+def test_command(setting: str, reader: str, chosen: dict[str, Any], *, selectors: Sequence[str] = TEST_SELECTORS,
+                 options: Sequence[str] = (), suffix: str = "") -> list[str]:
     """The `qrhead eval qa` arguments of one test run, with the k (and, for the haystack, the window) the
-    rule chose; per-question records in docs/results/qa-hotpot-<setting>-<reader>.jsonl (reruns resume)."""
+    rule chose; per-question records in docs/results/qa-hotpot-<setting>-<reader><suffix>.jsonl (reruns
+    resume). ``options``: more scoring options (a later rule's, e.g. a fusion weight)."""
     k = chosen.get(f"k_{setting}")
     if k is None:
         raise SystemExit(f"no k chosen for {setting} yet: finish `dev`, then `choose`")
     generator, tag = READERS[reader]
-    stem = OUT.parent / f"qa-hotpot-{setting}-{tag}"
+    stem = OUT.parent / f"qa-hotpot-{setting}-{tag}{suffix}"
     window = ["--max-context-tokens", str(chosen["window"])] if setting == "haystack" else []
     return ["eval", "qa", "--task", "hotpotqa", "--setting", setting, "--k", str(k), *window,
-            "--generator", generator, "--candidate-order", "ranked", "--selectors", *TEST_SELECTORS,
+            "--generator", generator, "--candidate-order", "ranked", *options, "--selectors", *selectors,
             "--jsonl", str(stem.with_suffix(".jsonl").relative_to(REPO)),
             "--out", str(stem.with_suffix(".json").relative_to(REPO))]
 

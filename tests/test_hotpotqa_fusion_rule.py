@@ -97,3 +97,14 @@ def test_test_step_refuses_without_a_recommendation(script):
     script.OUT.with_suffix(".json").write_text(json.dumps({"recommended": None}))
     with pytest.raises(SystemExit, match="nothing to test"):
         script.cmd_test(argparse.Namespace(setting="haystack", reader="0.5b", dry_run=True))
+
+
+def test_test_step_runs_the_recommended_weight(script, capsys):
+    script.OUT.with_suffix(".json").write_text(json.dumps({"recommended": 0.8}))
+    (script.OUT.parent / "hotpotqa-rules.json").write_text(
+        json.dumps({"chosen": {"window": 4096, "k_haystack": 8, "k_distractor": 7}}))
+    script.cmd_test(argparse.Namespace(setting="haystack", reader="0.5b", dry_run=True))
+    command = capsys.readouterr().err
+    assert "--k 8 --max-context-tokens 4096" in command
+    assert "--fusion-weight 0.8 --selectors bm25 qrhead qrhead-bm25" in command
+    assert "qa-hotpot-haystack-qwen05-w08.jsonl" in command
