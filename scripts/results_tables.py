@@ -186,6 +186,31 @@ def hotpot_rules_table() -> str:
     return "\n".join(lines)
 
 
+def hotpot_fusion_table() -> str:
+    """Issue #28 item 3: the default's fusion weight on dev (mean recall@2..K, recall@K per setting), the
+    rule's choice and whether a weight is recommended for multi-hop use."""
+    res = json.loads((RES / "hotpotqa-fusion.json").read_text())
+    score, by, rk = res["score (mean recall@2..K, both settings)"], res["by setting"], res["recall@K"]
+
+    def label(w: str) -> str:
+        return {"0.0": "0.0 (BM25 alone, reference)", "0.5": "0.5 (shipped)", "1.0": "1.0 (heads alone)"}.get(w, w)
+
+    lines = ["| heads' weight | both settings: mean R@2..K | distractor: mean R@2..7 | haystack: mean R@2..8 "
+             "| distractor R@7 | haystack R@8 |", "|---|---|---|---|---|---|"]
+    for w in score:
+        cell = f"**{score[w]:.4f}**" if float(w) == res["best"] else f"{score[w]:.4f}"
+        lines.append(f"| {label(w)} | {cell} | {by['distractor'][w]:.4f} | {by['haystack'][w]:.4f} "
+                     f"| {rk['distractor'][w]:.3f} | {rk['haystack'][w]:.3f} |")
+    gain = res["best minus shipped"]
+    bm = res["shipped minus BM25 alone"]
+    lines += ["", f"{res['questions']} dev questions, each in both settings. Best: {res['best']}"
+              + ("" if gain is None else f" ({gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}] over 0.5)")
+              + "; recommended for multi-hop use: "
+              + (f"**{res['recommended']}**" if res["recommended"] is not None else "none (the shipped 0.5 stays)")
+              + f". Shipped minus BM25 alone: {bm['mean']:+.4f} [{bm['low']:+.4f}, {bm['high']:+.4f}]."]
+    return "\n".join(lines)
+
+
 def _verdict(d) -> str:
     return "**beats**" if d.low > 0 else "below" if d.high < 0 else "level"
 
@@ -288,6 +313,8 @@ def sections() -> dict[str, str]:
                 out[f"{name} — stability"] = s
     if (RES / "hotpotqa-rules.json").is_file():
         out["hotpotqa-rules.json"] = hotpot_rules_table()
+    if (RES / "hotpotqa-fusion.json").is_file():
+        out["hotpotqa-fusion.json"] = hotpot_fusion_table()
     for name in sorted(p.name for p in RES.glob("qa-hotpot-*.json")):
         out[name] = hotpot_table(name)
     for name in sorted(p.name for p in RES.glob("squad-*.json")):
