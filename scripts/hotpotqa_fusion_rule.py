@@ -50,6 +50,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from hotpotqa_rules import recall_at, test_command  # noqa: E402  (the sibling script: one recall, one command)
+
 DEV = REPO.parent / "shared" / "data" / "hotpotqa-100"
 OUT = REPO / "docs" / "results" / "hotpotqa-fusion"
 WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -65,7 +68,7 @@ def log(msg: str) -> None:
 
 def recall_curve(ranked: list[int], gold: list[int], top: int) -> float:
     """Mean recall@k for k = 2..top."""
-    return float(np.mean([len(set(ranked[:k]) & set(gold)) / len(gold) for k in range(2, top + 1)]))
+    return float(np.mean([recall_at(ranked, gold, k) for k in range(2, top + 1)]))
 
 
 def fused_order(rec: dict[str, Any], weight: float) -> list[int]:
@@ -130,10 +133,13 @@ def cmd_choose(args: argparse.Namespace) -> None:
 
     rows = [json.loads(line) for line in OUT.with_suffix(".dev.jsonl").read_text().splitlines()]
     per: dict[float, dict[str, dict[str, float]]] = {w: {s: {} for s in SETTINGS} for w in REPORTED}
+    at_top: dict[float, dict[str, dict[str, float]]] = {w: {s: {} for s in SETTINGS} for w in REPORTED}
     for r in rows:
         top = SETTINGS[r["setting"]][1]
         for w in REPORTED:
-            per[w][r["setting"]][r["qid"]] = recall_curve(fused_order(r, w), r["gold"], top)
+            order = fused_order(r, w)
+            per[w][r["setting"]][r["qid"]] = recall_curve(order, r["gold"], top)
+            at_top[w][r["setting"]][r["qid"]] = recall_at(order, r["gold"], top)
     qids = sorted(set.intersection(*(set(per[SHIPPED][s]) for s in SETTINGS)))
     if len(qids) < 100 and not args.partial:
         raise SystemExit(f"dev scores for {len(qids)} questions in both settings; run `dev` to the end")
@@ -148,9 +154,7 @@ def cmd_choose(args: argparse.Namespace) -> None:
         "questions": len(qids),
         "score (mean recall@2..K, both settings)": mean,
         "by setting": {s: {w: float(np.mean([per[w][s][q] for q in qids])) for w in REPORTED} for s in SETTINGS},
-        "recall@K": {s: {w: float(np.mean([len(set(fused_order(r, w)[:SETTINGS[s][1]]) & set(r["gold"]))
-                                           / len(r["gold"]) for r in rows if r["setting"] == s and r["qid"] in qids]))
-                         for w in REPORTED} for s in SETTINGS},
+        "recall@K": {s: {w: float(np.mean([at_top[w][s][q] for q in qids])) for w in REPORTED} for s in SETTINGS},
         "best": chosen,
         "best minus shipped": None if diff is None else
         {"mean": diff.mean, "low": diff.low, "high": diff.high, "n": diff.n},
@@ -167,9 +171,6 @@ def cmd_choose(args: argparse.Namespace) -> None:
 
 def cmd_test(args: argparse.Namespace) -> None:
     from qrhead_integrations.cli import main as qrhead
-
-    sys.path.insert(0, str(REPO / "scripts"))
-    from hotpotqa_rules import test_command
 
     decided = json.loads(OUT.with_suffix(".json").read_text())
     w = decided["recommended"]
