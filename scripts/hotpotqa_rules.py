@@ -4,6 +4,7 @@ written here and committed before the runs that decide it and before any test ru
     python scripts/hotpotqa_rules.py dev      # dev rankings (selection only, resumable JSONL)
     python scripts/hotpotqa_rules.py choose   # apply the rule -> docs/results/hotpotqa-rules.json
     python scripts/hotpotqa_rules.py test --setting distractor --reader 0.5b   # a test run, chosen k and W
+    python scripts/hotpotqa_rules.py test --setting haystack --reader 1.5b --shard 1/2  # and 2/2 beside it
 
 RULE (fixed before the dev run)
 
@@ -152,10 +153,11 @@ TEST_SELECTORS = ("full", "oracle", "bm25", "dense", "qrhead", "qrhead-bm25", "q
 
 
 def test_command(setting: str, reader: str, chosen: dict[str, Any], *, selectors: Sequence[str] = TEST_SELECTORS,
-                 options: Sequence[str] = (), suffix: str = "") -> list[str]:
+                 options: Sequence[str] = (), suffix: str = "", shard: str | None = None) -> list[str]:
     """The `qrhead eval qa` arguments of one test run, with the k (and, for the haystack, the window) the
     rule chose; per-question records in docs/results/qa-hotpot-<setting>-<reader><suffix>.jsonl (reruns
-    resume). ``options``: more scoring options (a later rule's, e.g. a fusion weight)."""
+    resume). ``options``: more scoring options (a later rule's, e.g. a fusion weight); ``shard``: ``I/N``,
+    this process's share of the questions (the N shards run at once, writing the same records)."""
     k = chosen.get(f"k_{setting}")
     if k is None:
         raise SystemExit(f"no k chosen for {setting} yet: finish `dev`, then `choose`")
@@ -165,14 +167,14 @@ def test_command(setting: str, reader: str, chosen: dict[str, Any], *, selectors
     return ["eval", "qa", "--task", "hotpotqa", "--setting", setting, "--k", str(k), *window,
             "--generator", generator, "--candidate-order", "ranked", *options, "--selectors", *selectors,
             "--jsonl", str(stem.with_suffix(".jsonl").relative_to(REPO)),
-            "--out", str(stem.with_suffix(".json").relative_to(REPO))]
+            "--out", str(stem.with_suffix(".json").relative_to(REPO)), *(["--shard", shard] if shard else [])]
 
 
 def cmd_test(args: argparse.Namespace) -> None:
     from qrhead_integrations.cli import main as qrhead
 
     chosen = json.loads(OUT.with_suffix(".json").read_text())["chosen"]
-    argv = test_command(args.setting, args.reader, chosen)
+    argv = test_command(args.setting, args.reader, chosen, shard=args.shard)
     log("qrhead " + " ".join(argv))
     if not args.dry_run:
         raise SystemExit(qrhead(argv))
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("step", choices=("dev", "choose", "test"))
     p.add_argument("--setting", choices=("distractor", "haystack"), help="test: which setting")
     p.add_argument("--reader", choices=tuple(READERS), help="test: which reader")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="test: run the I-th of N shards of the questions (run all N at once; same records file)")
     p.add_argument("--dry-run", action="store_true", help="test: print the command only")
     args = p.parse_args(argv)
     if args.step == "test" and not (args.setting and args.reader):

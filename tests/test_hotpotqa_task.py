@@ -307,3 +307,87 @@ def test_command_line_run(folder, tok, tmp_path):
     # no converted data: a clear error
     with pytest.raises(SystemExit, match="convert_hotpotqa_sample"):
         main(["eval", "qa", "--task", "hotpotqa", "--hotpotqa-data", str(tmp_path / "none"), "--out", str(out)])
+
+
+def test_shards_are_disjoint_whole_groups(folder):
+    from qrhead_integrations.eval import qa
+
+    assert qa.parse_shard("1/2") == (1, 2) and qa.parse_shard("3/3") == (3, 3)
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="I/N"):
+            qa.parse_shard(bad)
+    items = hp.hotpotqa_items(folder, setting="distractor")
+    for n in (1, 2, 3):
+        shards = [qa.shard_items(items, i, n) for i in range(1, n + 1)]
+        ids = [it.id for s in shards for it in s]
+        assert sorted(ids) == sorted(it.id for it in items) and len(set(ids)) == len(ids)
+    # questions sharing a group (one document) stay in one shard
+    grouped = [qa.QAItem(f"x{i}", "q?", ["a"], f"g{i // 2}", "d", [], []) for i in range(6)]
+    assert [it.id for it in qa.shard_items(grouped, 2, 2)] == ["x2", "x3"]
+
+
+def test_two_shards_writing_one_file_at_once_give_the_unsharded_run(folder, generator, tok, tmp_path):
+    """Two shards answering at once (threads; each opens the file itself, as two processes would) write
+    whole lines only, and together hold the records one unsharded run writes."""
+    import threading
+
+    from conftest import tiny_model
+
+    from qrhead_integrations import QRHeadScorer
+    from qrhead_integrations.eval import qa
+
+    smol = QRHeadScorer.from_model(tiny_model("llama", tok), tok, heads=HEADS, candidate_order="as_given",
+                                   first_stage=None)
+    scorers = qa.Scorers(smol=smol)
+    items = hp.hotpotqa_items(folder, setting="distractor", limit=4)
+    selectors = ["oracle", "bm25", "qrhead", "qrhead-bm25"]
+    kw = dict(budget=None, top_k=2, show_progress=False, task="hotpotqa")
+    whole = qa.run_qa(items, generator, selectors, scorers, jsonl=tmp_path / "whole.jsonl", **kw)
+    shared = tmp_path / "shared.jsonl"
+    errors: list[BaseException] = []
+
+    def shard(i: int) -> None:
+        try:
+            qa.run_qa(qa.shard_items(items, i, 2), generator, selectors, scorers, jsonl=shared, **kw)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    lines = shared.read_text().splitlines()
+    assert len(lines) == len(items) and all(json.loads(line) for line in lines)
+    done = qa.read_done(shared)
+
+    def answers(rec):
+        return {s: (row["chunks"], row["output"], row["f1"]) for s, row in rec["selectors"].items()}
+
+    assert {r["id"]: answers(r) for r in whole} == {i: answers(r) for i, r in done.items()}
+
+
+def test_command_line_shards(folder, tok, tmp_path):
+    """``--shard 1/2`` then ``--shard 2/2`` on one records file: the first writes no summary, the second
+    (finding every question recorded) writes it over all questions; a bad shard is a clear error."""
+    pytest.importorskip("llama_index.llms.huggingface")
+    from conftest import tiny_model
+
+    from qrhead_integrations.cli import main
+
+    model = tmp_path / "tiny"
+    tiny_model("qwen2", tok, seed=1).save_pretrained(model)
+    tok.save_pretrained(model)
+    heads = ",".join(f"{l}-{h}" for l, h in HEADS)
+    out, jsonl = tmp_path / "qa.json", tmp_path / "q.jsonl"
+    args = ["eval", "qa", "--task", "hotpotqa", "--hotpotqa-data", str(folder), "--generator", str(model),
+            "--scorer-model", str(model), "--scorer-heads", heads, "--limit", "3", "--max-new-tokens", "2",
+            "--k", "2", "--jsonl", str(jsonl), "--out", str(out), "--selectors", "oracle", "bm25", "qrhead"]
+    assert main(args + ["--shard", "1/2"]) == 0
+    assert not out.exists() and len(jsonl.read_text().splitlines()) == 2  # questions 1 and 3
+    assert main(args + ["--shard", "2/2"]) == 0
+    report = json.loads(out.read_text())
+    assert report["questions"] == 3 and report["summary"]["oracle"]["evidence_recall"] == 1.0
+    with pytest.raises(SystemExit, match="I/N"):
+        main(args + ["--shard", "2/1"])

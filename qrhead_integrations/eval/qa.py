@@ -33,13 +33,15 @@ LangChain ``ChatHuggingFace`` over ``HuggingFacePipeline``), holding the model a
 answer prompt. Correct = a SQuAD-normalised gold answer is contained in the normalised output.
 
 Per-question results go to a JSONL file as they are made (a rerun resumes, and adds only the selectors a
-record lacks, so a selector can join a finished run); the summary has accuracy
+record lacks, so a selector can join a finished run; ``--shard I/N`` splits a long run over processes that
+share the file, its lines written under a lock); the summary has accuracy
 with paired bootstrap intervals against ``full`` and ``bm25``, evidence recall, answer-in-context rate,
 generator tokens and seconds per question.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -47,8 +49,9 @@ import logging
 import random
 import re
 import string
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -480,6 +483,43 @@ def records_elsewhere(jsonl: Path, setup: dict[str, Any], generator_name: str) -
     return found
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``I/N`` (``1 <= I <= N``): the I-th of N shards of a run."""
+    i, sep, n = spec.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        index = count = 0
+    if not sep or count < 1 or not 1 <= index <= count:
+        raise ValueError(f"a shard is I/N with 1 <= I <= N (e.g. 1/2), not {spec!r}")
+    return index, count
+
+
+def shard_items(items: Sequence[QAItem], index: int, count: int) -> list[QAItem]:
+    """The items of shard ``index`` of ``count`` (1-based): whole groups dealt in turn (a group's questions
+    share one document and its prefix cache), so the shards are disjoint and together are ``items``."""
+    groups: dict[str, int] = {}
+    for it in items:
+        groups.setdefault(it.group, len(groups))
+    return [it for it in items if groups[it.group] % count == index - 1]
+
+
+@contextlib.contextmanager
+def _locked(f: Any) -> Iterator[None]:
+    """An exclusive lock on an open file (POSIX ``flock``; elsewhere none), so that shards of one run
+    writing the same JSONL never interleave their lines."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[str], scorers: Scorers, *,
            budget: int | None = 512, jsonl: str | Path, show_progress: bool = True, task: str = "",
            setup: dict[str, Any] | None = None, top_k: int | None = None) -> list[dict[str, Any]]:
@@ -498,8 +538,8 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
     groups: dict[str, list[QAItem]] = {}
     for it in items:
         groups.setdefault(it.group, []).append(it)
-    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-        with open(path, "a", encoding="utf-8") as f:  # end a line cut by an interrupted run
+    with open(path, "a", encoding="utf-8") as f, _locked(f):  # end a line cut by an interrupted run
+        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             f.write("\n")
     def missing(it: QAItem) -> list[tuple[str, str, int]]:
         have = done[it.id]["selectors"] if it.id in done else {}
@@ -522,8 +562,9 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
                                    previous=done.get(it.id), top_k=top_k)
                 if setup is not None:
                     rec["setup"] = setup
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                out.flush()
+                with _locked(out):
+                    out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    out.flush()
                 done[it.id] = rec
                 bar.update(1)
     return [done[it.id] for it in items if it.id in done]
@@ -812,6 +853,10 @@ def add_qa_parser(esub: Any) -> None:
     q.add_argument("--evidence-context", type=int, default=1, help="qrhead-trim: neighbouring sentences kept")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--jsonl", default=None, help="per-question results (default: the user cache); reruns resume")
+    q.add_argument("--shard", default=None, metavar="I/N",
+                   help="answer only the I-th of N disjoint shards of the questions (whole groups, dealt in turn); "
+                        "run the N shards at once (other processes or machines sharing --jsonl): each writes its "
+                        "records there, and the shard that finds every question recorded writes --out")
     q.add_argument("--memory-probe", action="store_true",
                    help="only measure memory and time of scoring one input with the generator's weights vs the "
                         "small scorer")
@@ -848,6 +893,14 @@ def cmd_qa(args: Any) -> int:
         args.budget = None if args.k is not None else 512
     if args.report_only:
         return _report_only(args, jsonl)
+    shard = None
+    if args.shard is not None:
+        if args.memory_probe:
+            raise SystemExit("qrhead: error: --shard splits an answering run; --memory-probe answers nothing")
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as e:
+            raise SystemExit(f"qrhead: error: --shard: {e}") from None
     if args.task == "hotpotqa":
         from .hotpotqa import default_dir
 
@@ -913,8 +966,17 @@ def cmd_qa(args: Any) -> int:
         for other in records_elsewhere(jsonl, setup, loaded.name):
             logger.warning("%s holds answers with this generator and setup; this run (named by --out) starts "
                            "from scratch in %s: pass --jsonl %s to resume those records instead", other, jsonl, other)
-    records = run_qa(items, generator, args.selectors, scorers, budget=args.budget, jsonl=jsonl, task=args.task,
-                     setup=setup, top_k=args.k)
+    records = run_qa(shard_items(items, *shard) if shard else items, generator, args.selectors, scorers,
+                     budget=args.budget, jsonl=jsonl, task=args.task, setup=setup, top_k=args.k)
+    if shard:  # the report needs every shard's records
+        recorded = read_done(jsonl)
+        _check_setup(jsonl, recorded, items, loaded.name, setup)  # another shard run with other settings
+        records = [recorded[it.id] for it in items
+                   if it.id in recorded and set(args.selectors) <= set(recorded[it.id]["selectors"])]
+        if len(records) < len(items):
+            print(f"shard {shard[0]}/{shard[1]} done; {len(records)} of {len(items)} questions recorded in "
+                  f"{jsonl}: the shard that finishes last writes {args.out}", file=sys.stderr)
+            return 0
     summary = summarize(records, args.selectors)
     report = {
         "task": args.task, "generator": loaded.name, "dtype": str(loaded.model.dtype), "framework": args.framework,
@@ -944,8 +1006,6 @@ def _data_digest(folder: Path) -> str:
 
 
 def _write_report(out: Path, report: dict[str, Any], jsonl: Path) -> None:
-    import sys
-
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     title = (f"{report['task']}: {report['questions']} questions, generator {report['generator']} "
