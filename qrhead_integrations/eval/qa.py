@@ -505,7 +505,7 @@ def shard_items(items: Sequence[QAItem], index: int, count: int) -> list[QAItem]
 
 
 @contextlib.contextmanager
-def _locked(f: Any) -> Iterator[None]:
+def file_lock(f: Any) -> Iterator[None]:
     """An exclusive lock on an open file (POSIX ``flock``; elsewhere none), so that shards of one run
     writing the same JSONL never interleave their lines."""
     try:
@@ -538,7 +538,7 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
     groups: dict[str, list[QAItem]] = {}
     for it in items:
         groups.setdefault(it.group, []).append(it)
-    with open(path, "a", encoding="utf-8") as f, _locked(f):  # end a line cut by an interrupted run
+    with open(path, "a", encoding="utf-8") as f, file_lock(f):  # end a line cut by an interrupted run
         if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             f.write("\n")
     def missing(it: QAItem) -> list[tuple[str, str, int]]:
@@ -562,7 +562,7 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
                                    previous=done.get(it.id), top_k=top_k)
                 if setup is not None:
                     rec["setup"] = setup
-                with _locked(out):
+                with file_lock(out):
                     out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     out.flush()
                 done[it.id] = rec
