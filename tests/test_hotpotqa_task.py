@@ -384,6 +384,11 @@ def test_command_line_shards(folder, tok, tmp_path):
     args = ["eval", "qa", "--task", "hotpotqa", "--hotpotqa-data", str(folder), "--generator", str(model),
             "--scorer-model", str(model), "--scorer-heads", heads, "--limit", "3", "--max-new-tokens", "2",
             "--k", "2", "--jsonl", str(jsonl), "--out", str(out), "--selectors", "oracle", "bm25", "qrhead"]
+    ranked_out = tmp_path / "ranked.json"
+    assert main(args[:-8] + ["--jsonl", str(tmp_path / "r.jsonl"), "--out", str(ranked_out), "--selectors", "bm25",
+                             "--context-order", "ranked"]) == 0
+    assert json.loads(ranked_out.read_text())["setup"]["context_order"] == "ranked"
+    assert "chunks best first" in ranked_out.with_suffix(".md").read_text()
     assert main(args + ["--shard", "1/2"]) == 0
     assert not out.exists() and len(jsonl.read_text().splitlines()) == 2  # questions 1 and 3
     assert main(args + ["--shard", "2/2"]) == 0
@@ -391,3 +396,31 @@ def test_command_line_shards(folder, tok, tmp_path):
     assert report["questions"] == 3 and report["summary"]["oracle"]["evidence_recall"] == 1.0
     with pytest.raises(SystemExit, match="I/N"):
         main(args + ["--shard", "2/1"])
+
+
+def test_context_order_ranked_hands_every_selector_s_chunks_over_best_first(folder, generator, tok, tmp_path):
+    from conftest import tiny_model
+
+    from qrhead_integrations import QRHeadScorer
+    from qrhead_integrations.eval import qa
+    from qrhead_integrations.eval.first_stage import BM25
+
+    smol = QRHeadScorer.from_model(tiny_model("llama", tok), tok, heads=HEADS, candidate_order="as_given",
+                                   first_stage=None)
+    scorers = qa.Scorers(smol=smol)
+    items = hp.hotpotqa_items(folder, setting="haystack", limit=2)
+    selectors = ["oracle", "bm25", "qrhead-bm25"]
+    kw = dict(budget=None, top_k=3, show_progress=False, task="hotpotqa")
+    as_input = qa.run_qa(items, generator, selectors, scorers, jsonl=tmp_path / "i.jsonl", **kw)
+    best_first = qa.run_qa(items, generator, selectors, scorers, jsonl=tmp_path / "r.jsonl",
+                           context_order="ranked", **kw)
+    moved = 0
+    for a, b, it in zip(as_input, best_first, items):
+        for spec in selectors:
+            ca, cb = a["selectors"][spec]["chunks"], b["selectors"][spec]["chunks"]
+            assert ca == sorted(ca) and sorted(cb) == ca  # the same chunks, another order
+            moved += cb != ca
+        texts = [c.text for c in it.chunks]
+        bm25 = qa.ranking(BM25.over(texts).scores(it.question), texts)
+        assert b["selectors"]["bm25"]["chunks"] == [r.index for r in bm25[:3]]  # best first
+    assert moved  # some selection's order did change

@@ -17,7 +17,8 @@ Two long-context QA tasks from ``../shared/data``:
   Scored also by HotpotQA's official answer EM and F1.
 
 Every selector gets the same generator token budget (and/or at most ``top_k`` chunks: ``--k``); selected
-chunks are handed over in document order (``*-rank-order``: best first). Selectors: ``full``
+chunks are handed over in document order (``*-rank-order``, or every selector with ``--context-order
+ranked``: best first). Selectors: ``full``
 (everything, no selection), ``oracle`` (the gold chunks only), ``bm25``, ``dense`` (all-MiniLM-L6-v2),
 ``qrhead`` (the embedded SmolLM2 scorer, its registered heads), ``qrhead-gen`` (the generator's own
 weights and its registered head set: :func:`~qrhead_integrations.llama_index.llm.scorer_from_llm` on the
@@ -391,10 +392,11 @@ def _bm25_scores(item: QAItem, state: GroupState, texts: Sequence[str]) -> list[
 
 
 def select(name: str, budget: int | None, item: QAItem, scorers: Scorers, state: GroupState,
-           questions: Sequence[str], count_tokens: Callable[[str], int], top_k: int | None = None
-           ) -> tuple[ChunkSelection, float]:
+           questions: Sequence[str], count_tokens: Callable[[str], int], top_k: int | None = None,
+           context_order: str = "input") -> tuple[ChunkSelection, float]:
     """The context a selector hands over for ``item`` (document order unless ``*-rank-order``): the
-    ranking's best chunks within ``budget`` generator tokens and at most ``top_k`` chunks (None: no limit)."""
+    ranking's best chunks within ``budget`` generator tokens and at most ``top_k`` chunks (None: no limit).
+    ``context_order="ranked"``: every selector hands its chunks over best first."""
     if name == "oracle":
         return select_from_ranking(item.question, item.chunks, ranking([1.0 if c.index in item.gold else 0.0
                                                                         for c in item.chunks],
@@ -405,7 +407,8 @@ def select(name: str, budget: int | None, item: QAItem, scorers: Scorers, state:
     ranked, seconds = source_ranking(source, item, scorers, state, questions)
     t = clock()
     sel = select_from_ranking(item.question, item.chunks, ranked, token_budget=budget, top_k=top_k,
-                              keep_document_order=name != "qrhead-rank-order", count_tokens=count_tokens,
+                              keep_document_order=name != "qrhead-rank-order" and context_order == "input",
+                              count_tokens=count_tokens,
                               trim_to_evidence=scorers.evidence if name == "qrhead-trim" else None,
                               evidence_context=scorers.evidence_context)
     return sel, seconds + clock() - t
@@ -522,13 +525,15 @@ def file_lock(f: Any) -> Iterator[None]:
 
 def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[str], scorers: Scorers, *,
            budget: int | None = 512, jsonl: str | Path, show_progress: bool = True, task: str = "",
-           setup: dict[str, Any] | None = None, top_k: int | None = None) -> list[dict[str, Any]]:
+           setup: dict[str, Any] | None = None, top_k: int | None = None, context_order: str = "input"
+           ) -> list[dict[str, Any]]:
     """Answer every item with every selector; one JSONL line per question, written as it is done. A rerun
     resumes: a question already in ``jsonl`` is skipped, or, when its record lacks some of ``selectors``,
     answered with those only and written again (the last line of an id wins). ``setup`` (see
     :func:`run_setup`) is stored with each record; resuming records of another setup or generator is an
     error. ``top_k``: at most this many chunks per selector besides the budget (``task="hotpotqa"``: also
-    HotpotQA's answer EM and F1). Returns all records of ``items``."""
+    HotpotQA's answer EM and F1); ``context_order``: "input" (document order) or "ranked" (best first).
+    Returns all records of ``items``."""
     from tqdm.auto import tqdm
 
     specs = [(s, *parse_selector(s, budget)) for s in selectors]
@@ -559,7 +564,7 @@ def run_qa(items: Sequence[QAItem], generator: Generator, selectors: Sequence[st
             full = _full_context(need_full, generator) if need_full else {}
             for it in todo:
                 rec = _answer_item(it, missing(it), generator, scorers, state, questions, full, task,
-                                   previous=done.get(it.id), top_k=top_k)
+                                   previous=done.get(it.id), top_k=top_k, context_order=context_order)
                 if setup is not None:
                     rec["setup"] = setup
                 with file_lock(out):
@@ -589,7 +594,8 @@ def _full_context(items: Sequence[QAItem], generator: Generator) -> dict[str, tu
 
 def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: Generator, scorers: Scorers,
                  state: GroupState, questions: Sequence[str], full: dict[str, tuple[str, float]],
-                 task: str, previous: dict[str, Any] | None = None, top_k: int | None = None) -> dict[str, Any]:
+                 task: str, previous: dict[str, Any] | None = None, top_k: int | None = None,
+                 context_order: str = "input") -> dict[str, Any]:
     """One question's record: every selector of ``specs`` added to ``previous`` (a record of an earlier
     run, not changed) or to a new record."""
     gold = set(it.gold)
@@ -609,7 +615,8 @@ def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: G
             row: dict[str, Any] = {"chunks": list(range(len(it.chunks))), "tokens": rec["doc_tokens"],
                                    "select_s": 0.0, "evidence_recall": 1.0}
         else:
-            sel, sel_s = select(name, budget, it, scorers, state, questions, generator.count_tokens, top_k=top_k)
+            sel, sel_s = select(name, budget, it, scorers, state, questions, generator.count_tokens, top_k=top_k,
+                                context_order=context_order)
             context = sel.text()
             picked = sorted({c.index for c in sel})
             row = {"chunks": [c.index for c in sel], "spans": [[c.start, c.end] for c in sel],
@@ -831,6 +838,8 @@ def add_qa_parser(esub: Any) -> None:
     q.add_argument("--k", type=int, default=None,
                    help="at most this many chunks (hotpotqa: paragraphs) per selector, besides the budget; "
                         "kept in their order in the input")
+    q.add_argument("--context-order", choices=["input", "ranked"], default="input",
+                   help="the order every selector hands its chunks over in: the input's (default) or best first")
     q.add_argument("--limit", type=int, default=None, help="at most this many questions")
     q.add_argument("--articles", type=int, default=12, help="squad: seeded articles")
     q.add_argument("--per-article", type=int, default=5, help="squad: seeded questions per article")
@@ -960,6 +969,8 @@ def cmd_qa(args: Any) -> int:
                  **({"haystack_others": args.haystack_others} if args.setting == "haystack" else {})}
     elif args.k is not None:
         shape["top_k"] = args.k
+    if args.context_order != "input":  # (absent when "input": the setups of runs made before the option)
+        shape["context_order"] = args.context_order
     setup = run_setup(scorers, budget=args.budget, task=args.task, seed=args.seed, dtype=str(loaded.model.dtype),
                       framework=args.framework, max_new_tokens=args.max_new_tokens, **shape)
     if not args.jsonl and not read_done(jsonl):
@@ -967,7 +978,8 @@ def cmd_qa(args: Any) -> int:
             logger.warning("%s holds answers with this generator and setup; this run (named by --out) starts "
                            "from scratch in %s: pass --jsonl %s to resume those records instead", other, jsonl, other)
     records = run_qa(shard_items(items, *shard) if shard else items, generator, args.selectors, scorers,
-                     budget=args.budget, jsonl=jsonl, task=args.task, setup=setup, top_k=args.k)
+                     budget=args.budget, jsonl=jsonl, task=args.task, setup=setup, top_k=args.k,
+                     context_order=args.context_order)
     if shard:  # the report needs every shard's records
         recorded = read_done(jsonl)
         _check_setup(jsonl, recorded, items, loaded.name, setup)  # another shard run with other settings
@@ -1016,6 +1028,8 @@ def _write_report(out: Path, report: dict[str, Any], jsonl: Path) -> None:
     setting = (report.get("settings") or {}).get("setting")
     if report["task"] == "hotpotqa" and setting:
         title += f", {setting} setting"
+    if (report.get("settings") or {}).get("context_order") == "ranked":
+        title += ", chunks best first"
     md = markdown_table(report["summary"], title)
     out.with_suffix(".md").write_text(md)
     print(md)
