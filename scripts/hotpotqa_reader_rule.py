@@ -6,6 +6,7 @@ before any test figure of it).
     python scripts/hotpotqa_reader_rule.py dev --setting haystack     # (the two can run at once)
     python scripts/hotpotqa_reader_rule.py choose                     # the rule -> docs/results/hotpotqa-reader.json
     python scripts/hotpotqa_reader_rule.py dev --setting distractor --reader 1.5b   # after `choose`: its check
+    python scripts/hotpotqa_reader_rule.py test --setting distractor --reader 0.5b  # only if recommended
 
 WHY: the first rule (scripts/hotpotqa_rules.py) chose k by supporting-paragraph recall alone (the smallest
 k whose mean recall@k reaches 0.90: 7 of the 10 distractor paragraphs, 8 of the haystack's 50), because
@@ -71,6 +72,7 @@ SMALL_KS = (2, 3, 4)
 ORDERS = ("input", "ranked")
 TIE = 0.005
 QUESTIONS = 100
+TEST_SELECTORS = ("bm25", "qrhead", "qrhead-bm25")
 
 
 def log(msg: str) -> None:
@@ -243,16 +245,44 @@ def cmd_choose(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=1))
 
 
+def cmd_test(args: argparse.Namespace) -> None:
+    """The test run of a recommended k and order (only where the rule recommended one, and for the 1.5B
+    only where its dev check holds): BM25, the heads alone and the default at that k and order."""
+    from hotpotqa_rules import OUT as RULES
+    from hotpotqa_rules import test_command
+
+    from qrhead_integrations.cli import main as qrhead
+
+    res = json.loads(OUT.with_suffix(".json").read_text())["settings"][args.setting]
+    rec = res["recommended"]
+    if rec is None:
+        raise SystemExit(f"{args.setting}: nothing was recommended on dev ({res['current']} stays): nothing to test")
+    if args.reader != "0.5b" and not (res.get("1.5b") or {}).get("holds"):
+        raise SystemExit(f"{args.setting}: the recommendation has not held for the {args.reader} reader on dev "
+                         "(read its check with `dev --reader 1.5b`, then `choose`): nothing to test")
+    k, order = parse_cell(rec)
+    chosen = dict(json.loads(RULES.with_suffix(".json").read_text())["chosen"], **{f"k_{args.setting}": k})
+    argv = test_command(args.setting, args.reader, chosen, selectors=TEST_SELECTORS,
+                        options=("--context-order", order), suffix=f"-k{k}-{order}", shard=args.shard)
+    log("qrhead " + " ".join(argv))
+    if not args.dry_run:
+        raise SystemExit(qrhead(argv))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=("dev", "choose"))
-    p.add_argument("--setting", choices=tuple(CURRENT_K), help="dev: one setting only (default: both)")
+    p.add_argument("step", choices=("dev", "choose", "test"))
+    p.add_argument("--setting", choices=tuple(CURRENT_K), help="dev: one setting only (default: both); test: which")
     p.add_argument("--reader", choices=tuple(READERS), default="0.5b", help="dev: which reader")
     p.add_argument("--limit", type=int, default=None, help="dev: at most this many questions per setting")
     p.add_argument("--jsonl", default=None, help="dev: another records file (default: the rule's)")
     p.add_argument("--partial", action="store_true", help="choose: print the figures so far, decide nothing")
+    p.add_argument("--shard", default=None, metavar="I/N", help="test: the I-th of N shards (run all N at once)")
+    p.add_argument("--dry-run", action="store_true", help="test: print the command only")
     args = p.parse_args(argv)
-    {"dev": cmd_dev, "choose": cmd_choose}[args.step](args)
+    if args.step == "test" and not args.setting:
+        p.error("test needs --setting")
+    {"dev": cmd_dev, "choose": cmd_choose, "test": cmd_test}[args.step](args)
 
 
 if __name__ == "__main__":

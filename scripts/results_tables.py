@@ -211,6 +211,37 @@ def hotpot_fusion_table() -> str:
     return "\n".join(lines)
 
 
+def hotpot_reader_table() -> str:
+    """Issue #28 item 3: the default's k and context order chosen by the reader's answers on dev (mean F1 of
+    every candidate per setting, the rule's choice, the 1.5B's check of it)."""
+    res = json.loads((RES / "hotpotqa-reader.json").read_text())
+    settings = res["settings"]
+    ks = sorted({int(c.split(",")[0][2:]) for s in settings.values() for c in s["mean F1"]})
+    lines = ["| setting | " + " | ".join(f"k={k} input | k={k} best first" for k in ks) + " |",
+             "|---|" + "---|---|" * len(ks)]
+    for name, r in settings.items():
+        row = []
+        for k in ks:
+            for order in ("input", "ranked"):
+                c = f"k={k},{order}"
+                v = r["mean F1"].get(c)
+                row.append("" if v is None else (f"**{v:.3f}**" if c == r["best"] else f"{v:.3f}"))
+        lines.append(f"| {name} ({r['questions']} q) | " + " | ".join(row) + " |")
+    notes = []
+    for name, r in settings.items():
+        d = r["best minus current"]
+        text = f"{name}: best {r['best']}" + ("" if d is None else
+                                               f" ({d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] F1 over {r['current']})")
+        text += "; recommended: " + (f"**{r['recommended']}**" if r["recommended"] else f"none ({r['current']} stays)")
+        check = r.get("1.5b")
+        if check:
+            c = check["recommended minus current"]
+            text += (f"; 1.5B reader on dev ({check['questions']} q): {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+                     + ("" if check["holds"] is None else " (holds)" if check["holds"] else " (does not hold)"))
+        notes.append(text)
+    return "\n".join(lines + ["", "Reader: " + res["reader"] + " (mean answer F1 on dev). " + ". ".join(notes) + "."])
+
+
 def _verdict(d) -> str:
     return "**beats**" if d.low > 0 else "below" if d.high < 0 else "level"
 
@@ -315,6 +346,8 @@ def sections() -> dict[str, str]:
         out["hotpotqa-rules.json"] = hotpot_rules_table()
     if (RES / "hotpotqa-fusion.json").is_file():
         out["hotpotqa-fusion.json"] = hotpot_fusion_table()
+    if (RES / "hotpotqa-reader.json").is_file():
+        out["hotpotqa-reader.json"] = hotpot_reader_table()
     for name in sorted(p.name for p in RES.glob("qa-hotpot-*.json")):
         out[name] = hotpot_table(name)
     for name in sorted(p.name for p in RES.glob("squad-*.json")):

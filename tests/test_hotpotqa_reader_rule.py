@@ -143,3 +143,29 @@ def test_dev_answers_are_checked_against_the_shared_folder(tmp_path, monkeypatch
 
     items = hotpotqa_items(tmp_path / "o")
     assert [it.answers for it in items] == [["Ann"], ["Rome"]] and items[0].gold == [0, 2]
+
+
+def test_test_step_runs_only_what_was_recommended_and_the_table_shows_the_choice(script, capsys, monkeypatch):
+    small = {c: 0.2 for c in script.candidates("distractor")} | {"k=3,ranked": 0.4}
+    hay = {c: 0.2 for c in script.candidates("haystack")}
+    lines = _records(script, "0.5b", small, 100) + _records(script, "0.5b", hay, 100, "haystack")
+    script.OUT.with_suffix(".dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    script.cmd_choose(argparse.Namespace(partial=False))
+    capsys.readouterr()
+
+    def test(setting: str, reader: str) -> None:
+        script.cmd_test(argparse.Namespace(setting=setting, reader=reader, shard=None, dry_run=True))
+
+    test("distractor", "0.5b")
+    cmd = capsys.readouterr().err
+    assert "--k 3 " in cmd and "--context-order ranked" in cmd and "--selectors bm25 qrhead qrhead-bm25" in cmd
+    assert "qa-hotpot-distractor-qwen05-k3-ranked.jsonl" in cmd
+    with pytest.raises(SystemExit, match="nothing was recommended"):
+        test("haystack", "0.5b")
+    with pytest.raises(SystemExit, match="has not held for the 1.5b"):
+        test("distractor", "1.5b")
+    tables = _load("results_tables")
+    monkeypatch.setattr(tables, "RES", script.OUT.parent)
+    table = tables.hotpot_reader_table()
+    assert "| distractor (100 q) |" in table and "**0.450**" in table  # the best cell, in bold
+    assert "recommended: **k=3,ranked**" in table and "recommended: none (k=8,input stays)" in table
