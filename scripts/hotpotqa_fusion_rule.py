@@ -51,7 +51,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from hotpotqa_rules import recall_at, test_command  # noqa: E402  (the sibling script: one recall, one command)
+from hotpotqa_rules import recall_at, run_qrhead, test_command, write_choice  # noqa: E402  (the sibling script: one recall, one command)
 
 DEV = REPO.parent / "shared" / "data" / "hotpotqa-100"
 OUT = REPO / "docs" / "results" / "hotpotqa-fusion"
@@ -161,17 +161,10 @@ def cmd_choose(args: argparse.Namespace) -> None:
         "recommended": recommended,
         "shipped minus BM25 alone": vars(paired_bootstrap(score[SHIPPED], score[0.0])),
     }
-    if args.partial:
-        out["partial"] = True
-        print(json.dumps(out, indent=1))
-        return
-    OUT.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    write_choice(OUT.with_suffix(".json"), out, args.partial)
 
 
 def cmd_test(args: argparse.Namespace) -> None:
-    from qrhead_integrations.cli import main as qrhead
-
     decided = json.loads(OUT.with_suffix(".json").read_text())
     w = decided["recommended"]
     if w is None:
@@ -179,9 +172,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     chosen = json.loads((OUT.parent / "hotpotqa-rules.json").read_text())["chosen"]
     argv = test_command(args.setting, args.reader, chosen, selectors=("bm25", "qrhead", "qrhead-bm25"),
                         options=("--fusion-weight", str(w)), suffix=f"-w{round(w * 10):02d}")
-    log("qrhead " + " ".join(argv))
-    if not args.dry_run:
-        raise SystemExit(qrhead(argv))
+    run_qrhead(argv, args.dry_run)
 
 
 def main(argv: list[str] | None = None) -> None:

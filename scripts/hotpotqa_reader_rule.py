@@ -63,7 +63,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from hotpotqa_rules import READERS  # noqa: E402  (the sibling script: one list of readers)
+from hotpotqa_rules import READERS, run_qrhead, test_command, write_choice  # noqa: E402  (the sibling script)
 
 OUT = REPO / "docs" / "results" / "hotpotqa-reader"
 RANKINGS = REPO / "docs" / "results" / "hotpotqa-fusion.dev.jsonl"
@@ -237,21 +237,13 @@ def cmd_choose(args: argparse.Namespace) -> None:
                                "recommended minus current": vars(d),
                                "holds": bool(d.low > 0) if m >= QUESTIONS else None}
         out["settings"][setting] = res
-    if args.partial:
-        out["partial"] = True
-        print(json.dumps(out, indent=1))
-        return
-    OUT.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    write_choice(OUT.with_suffix(".json"), out, args.partial)
 
 
 def cmd_test(args: argparse.Namespace) -> None:
     """The test run of a recommended k and order (only where the rule recommended one, and for the 1.5B
     only where its dev check holds): BM25, the heads alone and the default at that k and order."""
     from hotpotqa_rules import OUT as RULES
-    from hotpotqa_rules import test_command
-
-    from qrhead_integrations.cli import main as qrhead
 
     res = json.loads(OUT.with_suffix(".json").read_text())["settings"][args.setting]
     rec = res["recommended"]
@@ -264,9 +256,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     chosen = dict(json.loads(RULES.with_suffix(".json").read_text())["chosen"], **{f"k_{args.setting}": k})
     argv = test_command(args.setting, args.reader, chosen, selectors=TEST_SELECTORS,
                         options=("--context-order", order), suffix=f"-k{k}-{order}", shard=args.shard)
-    log("qrhead " + " ".join(argv))
-    if not args.dry_run:
-        raise SystemExit(qrhead(argv))
+    run_qrhead(argv, args.dry_run)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -170,14 +170,27 @@ def test_command(setting: str, reader: str, chosen: dict[str, Any], *, selectors
             "--out", str(stem.with_suffix(".json").relative_to(REPO)), *(["--shard", shard] if shard else [])]
 
 
-def cmd_test(args: argparse.Namespace) -> None:
+def run_qrhead(argv: Sequence[str], dry_run: bool = False) -> None:
+    """Show a `qrhead` command line, and run it unless ``dry_run`` (exits with its status)."""
     from qrhead_integrations.cli import main as qrhead
 
-    chosen = json.loads(OUT.with_suffix(".json").read_text())["chosen"]
-    argv = test_command(args.setting, args.reader, chosen, shard=args.shard)
     log("qrhead " + " ".join(argv))
-    if not args.dry_run:
-        raise SystemExit(qrhead(argv))
+    if not dry_run:
+        raise SystemExit(qrhead(list(argv)))
+
+
+def write_choice(path: Path, out: dict[str, Any], partial: bool = False) -> None:
+    """Print a rule's reading; write it to ``path`` unless ``partial`` (figures so far: nothing decided)."""
+    if partial:
+        out["partial"] = True
+    else:
+        path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+def cmd_test(args: argparse.Namespace) -> None:
+    chosen = json.loads(OUT.with_suffix(".json").read_text())["chosen"]
+    run_qrhead(test_command(args.setting, args.reader, chosen, shard=args.shard), args.dry_run)
 
 
 def main(argv: list[str] | None = None) -> None:
