@@ -213,6 +213,28 @@ def per_question(records: dict[tuple[str, str, str], dict[str, Any]], setting: s
     return {c: {r["qid"]: r["cells"][c]["f1"] for r in rows} for c in cells}
 
 
+def evidence(records: dict[tuple[str, str, str], dict[str, Any]], setting: str, cells: list[str]
+             ) -> dict[str, dict[str, float | None]]:
+    """Reported beside the choice (it decides nothing): per candidate, the share of questions whose context
+    holds both supporting paragraphs, and the mean F1 where it does and where it does not (the 0.5B)."""
+    gold = {qid: set(r["gold"]) for (s, qid), r in stored_rankings().items() if s == setting}
+    rows = [r for (s, _, rd), r in records.items() if s == setting and rd == "0.5b"
+            and all(c in r["cells"] for c in cells)]
+    held: dict[str, float] = {}
+    f1_held: dict[str, float | None] = {}
+    f1_not: dict[str, float | None] = {}
+    for c in cells:
+        both = [gold[r["qid"]] <= set(r["cells"][c]["chunks"]) for r in rows]
+        held[c] = float(np.mean(both))
+        yes = [r["cells"][c]["f1"] for r, b in zip(rows, both) if b]
+        no = [r["cells"][c]["f1"] for r, b in zip(rows, both) if not b]
+        f1_held[c] = float(np.mean(yes)) if yes else None
+        f1_not[c] = float(np.mean(no)) if no else None
+    cpu = float(np.mean([sum(r["cells"][c].get("gen_s", 0.0) for c in cells) for r in rows]))
+    return {"holds both supporting": held, "mean F1 where both held": f1_held, "mean F1 where not": f1_not,
+            "read CPU s per question (every candidate)": cpu}
+
+
 def cmd_choose(args: argparse.Namespace) -> None:
     from qrhead_integrations.eval.metrics import paired_bootstrap
 
@@ -225,7 +247,7 @@ def cmd_choose(args: argparse.Namespace) -> None:
         if n < QUESTIONS and not args.partial:
             raise SystemExit(f"{setting}: every candidate read for {n} of {QUESTIONS} dev questions; run `dev` "
                              "to the end")
-        res = {"questions": n, **decide(f1, setting)}
+        res = {"questions": n, **decide(f1, setting), **evidence(records, setting, candidates(setting))}
         rec = res["recommended"]
         if rec:  # the 1.5B's check, when it has been read
             check = per_question(records, setting, "1.5b", [res["current"], rec])

@@ -213,26 +213,41 @@ def hotpot_fusion_table() -> str:
 
 def hotpot_reader_table() -> str:
     """Issue #28 item 3: the default's k and context order chosen by the reader's answers on dev (mean F1 of
-    every candidate per setting, the rule's choice, the 1.5B's check of it)."""
+    every candidate per setting, the rule's choice, the 1.5B's check of it); K = the setting's current k."""
     res = json.loads((RES / "hotpotqa-reader.json").read_text())
     settings = res["settings"]
-    ks = sorted({int(c.split(",")[0][2:]) for s in settings.values() for c in s["mean F1"]})
-    lines = ["| setting | " + " | ".join(f"k={k} input | k={k} best first" for k in ks) + " |",
-             "|---|" + "---|---|" * len(ks)]
+
+    def k_of(c: str) -> int:
+        return int(c.split(",")[0][2:])
+
+    small = sorted({k_of(c) for r in settings.values() for c in r["mean F1"]} -
+                   {k_of(r["current"]) for r in settings.values()})
+    heads = [f"k={k}" for k in small] + ["K (current)"]
+    lines = ["| setting | " + " | ".join(f"{h} input | {h} best first" for h in heads) + " |",
+             "|---|" + "---|---|" * len(heads)]
     for name, r in settings.items():
+        top = k_of(r["current"])
         row = []
-        for k in ks:
+        for k in [*small, top]:
             for order in ("input", "ranked"):
                 c = f"k={k},{order}"
-                v = r["mean F1"].get(c)
-                row.append("" if v is None else (f"**{v:.3f}**" if c == r["best"] else f"{v:.3f}"))
-        lines.append(f"| {name} ({r['questions']} q) | " + " | ".join(row) + " |")
+                v = r["mean F1"][c]
+                row.append(f"**{v:.3f}**" if c == r["best"] else f"{v:.3f}")
+        lines.append(f"| {name} (K = {top}, {r['questions']} q): mean F1 | " + " | ".join(row) + " |")
+        for label, key in (("share holding both supporting", "holds both supporting"),
+                           ("F1 where both held", "mean F1 where both held"), ("F1 where not", "mean F1 where not")):
+            if key in r:
+                vals = [r[key][f"k={k},{o}"] for k in [*small, top] for o in ("input", "ranked")]
+                lines.append(f"| {name}: {label} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in vals)
+                             + " |")
     notes = []
     for name, r in settings.items():
         d = r["best minus current"]
         text = f"{name}: best {r['best']}" + ("" if d is None else
                                                f" ({d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] F1 over {r['current']})")
         text += "; recommended: " + (f"**{r['recommended']}**" if r["recommended"] else f"none ({r['current']} stays)")
+        if "read CPU s per question (every candidate)" in r:
+            text += f"; {r['read CPU s per question (every candidate)']:.0f} CPU s of reading per question"
         check = r.get("1.5b")
         if check:
             c = check["recommended minus current"]

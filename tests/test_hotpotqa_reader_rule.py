@@ -26,6 +26,9 @@ def _load(name: str):
 def script(tmp_path, monkeypatch):
     module = _load("hotpotqa_reader_rule")
     monkeypatch.setattr(module, "OUT", tmp_path / "hotpotqa-reader")
+    # synthetic questions q0..q99: supporting paragraphs 0 and 1
+    monkeypatch.setattr(module, "stored_rankings", lambda: {(s, f"q{i}"): {"gold": [0, 1]}
+                                                            for s in ("distractor", "haystack") for i in range(100)})
     return module
 
 
@@ -70,8 +73,10 @@ def test_ties_go_to_the_larger_k_then_input_and_a_gain_inside_the_noise_is_not_r
 
 
 def _records(script, reader: str, cells_f1: dict[str, float], n: int, setting: str = "distractor") -> list[dict]:
+    """Odd questions: both supporting paragraphs in the context and +0.1 F1."""
     return [{"setting": setting, "qid": f"q{i}", "reader": reader,
-             "cells": {c: {"f1": v + (0.1 if i % 2 else 0.0)} for c, v in cells_f1.items()}} for i in range(n)]
+             "cells": {c: {"f1": v + (0.1 if i % 2 else 0.0), "chunks": [1, 0] if i % 2 else [0, 5]}
+                       for c, v in cells_f1.items()}} for i in range(n)]
 
 
 def test_choose_needs_every_question_and_checks_the_larger_reader(script, capsys):
@@ -90,6 +95,11 @@ def test_choose_needs_every_question_and_checks_the_larger_reader(script, capsys
     out = json.loads(script.OUT.with_suffix(".json").read_text())
     assert out["settings"]["distractor"]["recommended"] == "k=3,ranked"
     assert out["settings"]["haystack"]["recommended"] is None and "1.5b" not in out["settings"]["distractor"]
+    # reported beside the choice: how often the context holds both supporting paragraphs, F1 either way
+    dis = out["settings"]["distractor"]
+    assert dis["holds both supporting"]["k=3,ranked"] == 0.5
+    assert dis["mean F1 where both held"]["k=3,ranked"] == pytest.approx(0.5)
+    assert dis["mean F1 where not"]["k=7,input"] == pytest.approx(0.2)
     # what the 1.5B reads: the recommended candidate and the current one; nothing where none is recommended
     assert script.cells_for("distractor", "1.5b", out) == ["k=7,input", "k=3,ranked"]
     assert script.cells_for("haystack", "1.5b", out) == []
@@ -167,5 +177,6 @@ def test_test_step_runs_only_what_was_recommended_and_the_table_shows_the_choice
     tables = _load("results_tables")
     monkeypatch.setattr(tables, "RES", script.OUT.parent)
     table = tables.hotpot_reader_table()
-    assert "| distractor (100 q) |" in table and "**0.450**" in table  # the best cell, in bold
+    assert "| distractor (K = 7, 100 q): mean F1 |" in table and "**0.450**" in table  # the best cell, in bold
+    assert "| distractor: share holding both supporting | 0.500 |" in table
     assert "recommended: **k=3,ranked**" in table and "recommended: none (k=8,input stays)" in table
