@@ -837,7 +837,7 @@ def add_qa_parser(esub: Any) -> None:
                    help="generator tokens of selected context (default 512; with --k, none unless given)")
     q.add_argument("--k", type=int, default=None,
                    help="at most this many chunks (hotpotqa: paragraphs) per selector, besides the budget; "
-                        "kept in their order in the input")
+                        "handed over in the order --context-order says")
     q.add_argument("--context-order", choices=["input", "ranked"], default="input",
                    help="the order every selector hands its chunks over in: the input's (default) or best first")
     q.add_argument("--limit", type=int, default=None, help="at most this many questions")
