@@ -95,8 +95,7 @@ def parse_cell(name: str) -> tuple[int, str]:
 
 
 def dev_folder() -> Path:
-    sys.path.insert(0, str(REPO / "scripts"))
-    from hotpotqa_dev_answers import default_dir
+    from hotpotqa_dev_answers import default_dir  # the sibling script (scripts/ is on the path above)
 
     return default_dir()
 
@@ -132,7 +131,7 @@ def cells_for(setting: str, reader: str, decided: dict[str, Any] | None) -> list
 def cmd_dev(args: argparse.Namespace) -> None:
     from qrhead_integrations.chunks import select_from_ranking
     from qrhead_integrations.engine.loading import load_model
-    from qrhead_integrations.eval.hotpotqa import exact_match_score, f1_score, hotpotqa_items
+    from qrhead_integrations.eval.hotpotqa import answer_scores, hotpotqa_items
     from qrhead_integrations.eval.qa import Generator, clock, file_lock, ranking
 
     folder = dev_folder()
@@ -179,9 +178,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
                     t = clock()
                     output = gen.answer(sel.text(), it.question)
                     rec["cells"][c] = {"chunks": [s.index for s in sel], "tokens": sel.tokens, "output": output,
-                                       "em": float(exact_match_score(output, it.answers[0])),
-                                       "f1": round(f1_score(output, it.answers[0])[0], 4),
-                                       "gen_s": round(clock() - t, 3)}
+                                       **answer_scores(output, it.answers[0]), "gen_s": round(clock() - t, 3)}
                 with file_lock(f):
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     f.flush()

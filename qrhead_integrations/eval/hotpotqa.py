@@ -85,6 +85,12 @@ def exact_match_score(prediction: str, ground_truth: str) -> bool:
 
 # --- the sample ----------------------------------------------------------------------------------
 
+def answer_scores(prediction: str, ground_truth: str) -> dict[str, float]:
+    """One answer's official EM and F1 as the QA records store them (F1 to 4 places)."""
+    return {"em": float(exact_match_score(prediction, ground_truth)),
+            "f1": round(f1_score(prediction, ground_truth)[0], 4)}
+
+
 def _numeric_index_shim() -> types.ModuleType:
     """``pandas.core.indexes.numeric`` (removed in pandas 2) for unpickling old DataFrames."""
     import pandas as pd

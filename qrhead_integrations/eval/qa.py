@@ -632,10 +632,9 @@ def _answer_item(it: QAItem, specs: Sequence[tuple[str, str, int]], generator: G
         row.update({"answer_in_context": answer_correct(context, it.answers), "output": output,
                     "correct": answer_correct(output, it.answers), "gen_s": round(gen_s, 3)})
         if task == "hotpotqa":  # HotpotQA's official answer metrics (one gold answer)
-            from .hotpotqa import exact_match_score, f1_score
+            from .hotpotqa import answer_scores
 
-            row["em"] = float(exact_match_score(output, it.answers[0]))
-            row["f1"] = round(f1_score(output, it.answers[0])[0], 4)
+            row.update(answer_scores(output, it.answers[0]))
         rec["selectors"][spec] = row
     rec["wall_s"] = round(time.perf_counter() - wall + (previous or {}).get("wall_s", 0.0), 1)
     return rec
