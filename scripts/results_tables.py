@@ -133,7 +133,7 @@ def hotpot_table(name: str) -> str:
     rep = json.loads((RES / name).read_text())
     summ = rep["summary"]
     head = ["selector", "n", "EM", "F1", "F1 vs full", "F1 vs BM25", "F1 vs heads alone", "evidence recall",
-            "context tokens", "select CPU s", "read CPU s"]
+            "holds both", "where both held: F1 vs oracle", "context tokens", "select CPU s", "read CPU s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def ci(a: dict, base: str, spec: str) -> str:
@@ -146,6 +146,11 @@ def hotpot_table(name: str) -> str:
         d = stored
         return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{' *' if d['significant'] else ''}"
 
+    def fmt(d: dict | None) -> str:
+        if d is None:
+            return ""
+        return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{' *' if d['significant'] else ''} (n={d['n']})"
+
     for spec in HOTPOT_SELECTORS:
         if spec not in summ:
             continue
@@ -153,12 +158,16 @@ def hotpot_table(name: str) -> str:
         f1 = e["f1_per_question"]
         lines.append(f"| {HOTPOT_SELECTORS[spec]} | {e['n']} | {e['em']:.3f} | {e['f1']:.3f} | {ci(f1, 'full', spec)} | "
                      f"{ci(f1, 'bm25', spec)} | {ci(f1, 'qrhead', spec)} | {e['evidence_recall']:.2f} | "
+                     f"{e.get('holds_all_supporting', float('nan')):.2f} | "
+                     f"{fmt(e.get('f1_vs_oracle_where_all_held'))} | "
                      f"{e['tokens']:.0f} | {e['select_s']:.1f} | {e['gen_s']:.1f} |")
     window = rep["settings"].get("max_context_tokens")
     lines += ["", f"{rep['generator']}, k = {rep.get('top_k')} paragraphs"
               + (f", scoring window {window} tokens" if window else "")
               + f", {rep['questions']} questions, ~{rep['doc_tokens_mean']:.0f} reader tokens of paragraphs each. "
-              "`*`: the 95% paired bootstrap interval excludes 0. CPU seconds per question at one thread."]
+              "`*`: the 95% paired bootstrap interval excludes 0. Holds both: share of questions whose context "
+              "holds both supporting paragraphs; where both held: the reader's F1 on those questions minus its F1 "
+              "from the two supporting paragraphs alone (the oracle) on the same questions. CPU seconds per question at one thread."]
     return "\n".join(lines)
 
 

@@ -276,6 +276,36 @@ def test_run_with_top_k_paragraphs(folder, generator, tok, tmp_path):
     assert rec["selectors"]["oracle"]["chunks"] == items[0].gold
 
 
+def test_summary_says_whether_contexts_hold_both_supporting_paragraphs_and_what_that_is_worth():
+    """Per selector: the share of questions whose context holds every supporting paragraph, and on those
+    questions the reader's F1 against the oracle's on the same questions (paired); none for the oracle."""
+    from qrhead_integrations.eval import qa
+
+
+    def row(ev: float, f1: float) -> dict:
+        return {"evidence_recall": ev, "f1": f1, "em": float(f1 == 1.0), "correct": f1 == 1.0,
+                "answer_in_context": True, "tokens": 10, "gen_s": 1.0, "select_s": 0.0}
+
+    # (bm25 evidence, bm25 F1, oracle F1) per question
+    cases = [(1.0, 0.2, 1.0), (1.0, 0.5, 0.5), (0.5, 0.0, 1.0), (1.0, 1.0, 0.0)]
+    records = [{"id": f"q{i}", "group": f"q{i}", "type": "bridge", "selectors": {
+        "oracle": row(1.0, o), "bm25": row(ev, f1), "full": row(1.0, 0.4)}} for i, (ev, f1, o) in enumerate(cases)]
+    summ = qa.summarize(records, ["full", "oracle", "bm25"])
+    bm25 = summ["bm25"]
+    assert bm25["holds_all_supporting"] == pytest.approx(0.75)
+    assert bm25["f1_where_all_held"] == pytest.approx((0.2 + 0.5 + 1.0) / 3)
+    assert bm25["f1_where_not"] == pytest.approx(0.0)
+    d = bm25["f1_vs_oracle_where_all_held"]
+    assert d["n"] == 3 and d["mean"] == pytest.approx((0.2 + 0.5 + 1.0) / 3 - (1.0 + 0.5 + 0.0) / 3)
+    assert d["low"] <= d["mean"] <= d["high"]
+    assert summ["full"]["f1_vs_oracle_where_all_held"]["n"] == 4 and summ["full"]["f1_where_not"] is None
+    assert "f1_vs_oracle_where_all_held" not in summ["oracle"]
+    # without an oracle run: the shares, no comparison
+    alone = qa.summarize([{**r, "selectors": {"bm25": r["selectors"]["bm25"]}} for r in records], ["bm25"])
+    assert alone["bm25"]["holds_all_supporting"] == pytest.approx(0.75)
+    assert "f1_vs_oracle_where_all_held" not in alone["bm25"]
+
+
 def test_command_line_run(folder, tok, tmp_path):
     pytest.importorskip("llama_index.llms.huggingface")
     from conftest import tiny_model

@@ -692,6 +692,22 @@ def summarize(records: Sequence[dict[str, Any]], selectors: Sequence[str],
             f1 = per_q(spec, "f1")
             entry.update({"em": float(np.mean([x["em"] for x in rows])), "f1": float(np.mean(list(f1.values()))),
                           "f1_per_question": f1})
+            # Why a context answers or not: does it hold every supporting paragraph, and, on the questions
+            # where it does, the reader's F1 against the oracle's (the supporting paragraphs alone) on the
+            # same questions: below it, the rest of the context misleads the reader.
+            both = {r["id"]: r["selectors"][spec]["evidence_recall"] >= 1.0 for r in records
+                    if spec in r["selectors"]}
+            held = {q: v for q, v in f1.items() if both[q]}
+            missed = [v for q, v in f1.items() if not both[q]]
+            entry.update({"holds_all_supporting": float(np.mean(list(both.values()))),
+                          "f1_where_all_held": float(np.mean(list(held.values()))) if held else None,
+                          "f1_where_not": float(np.mean(missed)) if missed else None})
+            oracle = {r["id"]: float(r["selectors"]["oracle"]["f1"]) for r in records
+                      if r["id"] in held and "f1" in r["selectors"].get("oracle", {})}
+            if spec != "oracle" and oracle:
+                d = paired_bootstrap({q: held[q] for q in oracle}, oracle)
+                entry["f1_vs_oracle_where_all_held"] = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
+                                                        "significant": d.significant}
             for base in baselines:
                 other = {r["id"]: float(r["selectors"][base]["f1"]) for r in records
                          if "f1" in r["selectors"].get(base, {})}
