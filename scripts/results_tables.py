@@ -143,13 +143,13 @@ def hotpot_table(name: str) -> str:
         if stored is None:
             fresh = paired_bootstrap(a, summ[base]["f1_per_question"])
             stored = {"mean": fresh.mean, "low": fresh.low, "high": fresh.high, "significant": fresh.significant}
-        d = stored
+        return interval(stored)
+
+    def interval(d: dict) -> str:
         return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{' *' if d['significant'] else ''}"
 
-    def fmt(d: dict | None) -> str:
-        if d is None:
-            return ""
-        return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{' *' if d['significant'] else ''} (n={d['n']})"
+    def where_both_held(d: dict | None) -> str:
+        return "" if d is None else f"{interval(d)} (n={d['n']})"
 
     for spec in HOTPOT_SELECTORS:
         if spec not in summ:
@@ -159,7 +159,7 @@ def hotpot_table(name: str) -> str:
         lines.append(f"| {HOTPOT_SELECTORS[spec]} | {e['n']} | {e['em']:.3f} | {e['f1']:.3f} | {ci(f1, 'full', spec)} | "
                      f"{ci(f1, 'bm25', spec)} | {ci(f1, 'qrhead', spec)} | {e['evidence_recall']:.2f} | "
                      f"{e.get('holds_all_supporting', float('nan')):.2f} | "
-                     f"{fmt(e.get('f1_vs_oracle_where_all_held'))} | "
+                     f"{where_both_held(e.get('f1_vs_oracle_where_all_held'))} | "
                      f"{e['tokens']:.0f} | {e['select_s']:.1f} | {e['gen_s']:.1f} |")
     window = rep["settings"].get("max_context_tokens")
     lines += ["", f"{rep['generator']}, k = {rep.get('top_k')} paragraphs"

@@ -281,7 +281,6 @@ def test_summary_says_whether_contexts_hold_both_supporting_paragraphs_and_what_
     questions the reader's F1 against the oracle's on the same questions (paired); none for the oracle."""
     from qrhead_integrations.eval import qa
 
-
     def row(ev: float, f1: float) -> dict:
         return {"evidence_recall": ev, "f1": f1, "em": float(f1 == 1.0), "correct": f1 == 1.0,
                 "answer_in_context": True, "tokens": 10, "gen_s": 1.0, "select_s": 0.0}

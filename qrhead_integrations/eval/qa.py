@@ -664,6 +664,10 @@ def summarize(records: Sequence[dict[str, Any]], selectors: Sequence[str],
               baselines: Sequence[str] = ("full", "bm25")) -> dict[str, Any]:
     from .metrics import paired_bootstrap
 
+    def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+        d = paired_bootstrap(a, b)
+        return {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n, "significant": d.significant}
+
     def per_q(spec: str, key: str) -> dict[str, float]:
         return {r["id"]: float(r["selectors"][spec][key]) for r in records if spec in r["selectors"]}
 
@@ -685,9 +689,7 @@ def summarize(records: Sequence[dict[str, Any]], selectors: Sequence[str],
         for base in baselines:
             other = per_q(base, "correct")
             if base != spec and other and set(other) & set(acc):
-                d = paired_bootstrap(acc, other)
-                entry[f"vs_{base}"] = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
-                                       "significant": d.significant}
+                entry[f"vs_{base}"] = paired(acc, other)
         if all("f1" in x for x in rows):  # hotpotqa: the official answer EM and F1, F1 compared like accuracy
             f1 = per_q(spec, "f1")
             entry.update({"em": float(np.mean([x["em"] for x in rows])), "f1": float(np.mean(list(f1.values()))),
@@ -705,16 +707,12 @@ def summarize(records: Sequence[dict[str, Any]], selectors: Sequence[str],
             oracle = {r["id"]: float(r["selectors"]["oracle"]["f1"]) for r in records
                       if r["id"] in held and "f1" in r["selectors"].get("oracle", {})}
             if spec != "oracle" and oracle:
-                d = paired_bootstrap({q: held[q] for q in oracle}, oracle)
-                entry["f1_vs_oracle_where_all_held"] = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
-                                                        "significant": d.significant}
+                entry["f1_vs_oracle_where_all_held"] = paired({q: held[q] for q in oracle}, oracle)
             for base in baselines:
                 other = {r["id"]: float(r["selectors"][base]["f1"]) for r in records
                          if "f1" in r["selectors"].get(base, {})}
                 if base != spec and other and set(other) & set(f1):
-                    d = paired_bootstrap(f1, other)
-                    entry[f"f1_vs_{base}"] = {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n,
-                                              "significant": d.significant}
+                    entry[f"f1_vs_{base}"] = paired(f1, other)
             kinds = sorted({r.get("type") for r in records if r.get("type") and spec in r["selectors"]})
             entry["f1_by_type"] = {k: float(np.mean([r["selectors"][spec]["f1"] for r in records
                                                      if r.get("type") == k and spec in r["selectors"]]))
