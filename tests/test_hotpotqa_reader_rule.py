@@ -180,3 +180,27 @@ def test_test_step_runs_only_what_was_recommended_and_the_table_shows_the_choice
     assert "| distractor (K = 7, 100 q): mean F1 |" in table and "**0.450**" in table  # the best cell, in bold
     assert "| distractor: share holding both supporting | 0.500 |" in table
     assert "recommended: **k=3,ranked**" in table and "recommended: none (k=8,input stays)" in table
+
+
+def test_adaptive_k_auc_counts_ties_half_and_orders():
+    module = _load("hotpotqa_adaptive_k")
+    assert module.auc([True, False], [2.0, 1.0]) == 1.0
+    assert module.auc([True, False], [1.0, 2.0]) == 0.0
+    assert module.auc([True, False, True, False], [1.0, 1.0, 3.0, 0.0]) == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+
+
+def test_adaptive_k_reading_in_the_docs_is_what_the_script_prints(capsys):
+    """end_to_end.md quotes the script's figures on the committed dev files; they must stay its output."""
+    module = _load("hotpotqa_adaptive_k")
+    module.main()
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| ").split(" (")[0]: line for line in out.splitlines()[2:]}
+    assert "k=7: 0.356" in rows["distractor"] and "0.4: 0.341 (0.10)" in rows["distractor"]
+    assert "k=8: 0.321" in rows["haystack"] and "0.3: 0.321 (0.00)" in rows["haystack"]
+    assert rows["distractor"].endswith("| 0.40 | 0.64 |")
+    assert rows["haystack"].endswith("| 0.35 | 0.72 |")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "end_to_end.md").read_text()
+    for quoted in ("0.341 vs 0.356 distractor, 0.321 vs 0.321 haystack", "0.50 / 0.45",
+                   "ROC AUC 0.64 distractor, 0.72 haystack"):
+        assert quoted in " ".join(doc.split())
+    assert "| 0.499 |" in rows["distractor"] and "| 0.448 |" in rows["haystack"]
