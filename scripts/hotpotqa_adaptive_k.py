@@ -28,6 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hotpotqa_fusion_rule import fused_order  # noqa: E402  (the library's fusion, the harness's tie order)
+from hotpotqa_reader_rule import CURRENT_K, SMALL_KS  # noqa: E402  (the k the reader answered from)
 
 RESULTS = REPO / "docs" / "results"
 WEIGHT = 0.5  # the shipped fusion weight (hotpotqa-fusion.json: none beats it)
@@ -47,7 +48,7 @@ def questions(setting: str) -> tuple[int, list[tuple[np.ndarray, dict[int, float
     from qrhead_integrations.engine.fusion import fuse
 
     reads = {(r["setting"], r["qid"]): r for r in map(json.loads, (RESULTS / "hotpotqa-reader.dev.jsonl").read_text().splitlines())}
-    big = 7 if setting == "distractor" else 8
+    big = CURRENT_K[setting]
     out = []
     for line in (RESULTS / "hotpotqa-fusion.dev.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -56,7 +57,7 @@ def questions(setting: str) -> tuple[int, list[tuple[np.ndarray, dict[int, float
         fused = np.asarray(fuse(rec["qrhead_scores"], rec["bm25_scores"], "linear", WEIGHT))
         cells = reads[(setting, rec["qid"])]["cells"]
         order = fused_order(rec, WEIGHT)
-        out.append((fused[order], {k: cells[f"k={k},input"]["f1"] for k in (2, 3, 4, big)},
+        out.append((fused[order], {k: cells[f"k={k},input"]["f1"] for k in (*SMALL_KS, big)},
                     set(order[:2]) >= set(rec["gold"])))
     return big, out
 
