@@ -329,7 +329,10 @@ def test_command_line_run(folder, tok, tmp_path):
     assert "at most 2 chunks, distractor setting" in out.with_suffix(".md").read_text()
     # another setting never resumes these records
     assert main(args + ["--setting", "haystack"]) == 2
-    # the summary again from the records alone
+    # the summary again from the records alone: over the run's own report, the same file byte for byte
+    written = out.read_text()
+    assert main(["eval", "qa", "--task", "hotpotqa", "--report-only", "--jsonl", str(jsonl), "--out", str(out)]) == 0
+    assert out.read_text() == written
     out.unlink()
     assert main(["eval", "qa", "--task", "hotpotqa", "--report-only", "--jsonl", str(jsonl), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["summary"]["bm25"]["f1"] == report["summary"]["bm25"]["f1"]

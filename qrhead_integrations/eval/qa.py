@@ -1069,5 +1069,7 @@ def _report_only(args: Any, jsonl: Path) -> int:
         "chunks_mean": float(np.mean([r["n_chunks"] for r in records])),
         "summary": summarize(records, selectors),
     }
+    # the previous report's key order, so that a regenerated report differs from it only where it changed
+    report = {**{k: report[k] for k in previous if k in report}, **report}
     _write_report(out, report, jsonl)
     return 0
